@@ -1,0 +1,33 @@
+# verl-tor: every target works on a fresh clone; `make install` runs once and is a dependency of the others.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+DATA_ROOT ?= $(HOME)/data/verl_tor
+PYTEST_ARGS ?=
+
+.PHONY: install test lint demo smoke
+
+install: $(STAMP)
+
+# CPU-usable stack: torch 2.14.1 + torchvision 0.29.1 first (transformers' Qwen2.5-VL AutoProcessor needs a
+# working torchvision; without one veRL's hf_processor silently returns None), then the project with veRL.
+# virtualenv<21.14.6 spares pip a long backtrack over tensordict's `packaging` cap.
+$(STAMP): setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet -e ".[test]" "virtualenv<21.14.6" torch==2.14.1 torchvision==0.29.1
+	@# veRL's verl-core pulls torchcodec; a wheel that does not match the installed torch fails at import and
+	@# takes transformers' video processing down with it. Images never need it, so drop it when broken.
+	@$(PY) -c "import torchcodec" 2>/dev/null || { echo "torchcodec does not import here: uninstalling it (video decoding only)"; $(PIP) uninstall --quiet -y torchcodec; }
+	$(PY) -c "import verl, verl_tor, torchvision; print('verl', verl.__version__, '| torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .

@@ -1,0 +1,17 @@
+"""Session fixtures: the tiny Qwen2.5-VL is built locally once per test session."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """Path of a tiny random Qwen2.5-VL (tokenizer, processor, model) saved in a temporary folder."""
+    from verl_tor.testing.tiny_model import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(str(tmp_path_factory.mktemp("tiny_qwen25vl")))

@@ -1,0 +1,1 @@
+"""ToR for veRL."""
