@@ -1,0 +1,1 @@
+# Data preparation targets (included by the top-level Makefile).
