@@ -9,8 +9,6 @@ PYTEST_ARGS ?=
 
 .PHONY: install test lint demo smoke
 
-include data_prep/data.mk
-
 install: $(STAMP)
 
 # CPU-usable stack: torch 2.14.1 + torchvision 0.29.1 first (transformers' Qwen2.5-VL AutoProcessor needs a
@@ -33,3 +31,5 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+include data_prep/data.mk
