@@ -1,10 +1,26 @@
 """veRL plugin entry point (group ``verl.plugins`` in setup.py).
 
 ``import verl`` imports this module in every process veRL starts (driver, TaskRunner, Ray workers), so all of
-our registrations and version-guarded patches happen wherever veRL code runs. veRL only logs plugin errors at
-debug level; ``tests/test_plugin.py`` checks in a fresh process that everything below did register.
+our registrations and version-guarded patches happen wherever veRL code runs. Each is attached to the veRL
+module it needs (``import_hooks``), so processes that never import that module pay nothing. veRL only logs
+plugin errors at debug level; ``tests/test_plugin.py`` checks in a fresh process that everything registered.
 """
 
 from verl_tor import patches
+from verl_tor.import_hooks import call_after_import
+
+
+def _register_trainer(_module) -> None:
+    import verl_tor.trainer  # noqa: F401  (registers trainer mode "tor_sync")
+
+
+def _attach_truncated_entropy(transformer_impl) -> None:
+    from verl_tor import engine_truncated_entropy
+
+    engine_truncated_entropy.install(transformer_impl)
+
 
 patches.apply_all()
+if patches.verl_version_matches():
+    call_after_import("verl.trainer.ppo.v1", _register_trainer)
+    call_after_import("verl.workers.engine.fsdp.transformer_impl", _attach_truncated_entropy)

@@ -1,9 +1,16 @@
 """Smallest possible fixes for veRL 0.9.1 bugs, applied from the plugin and guarded by veRL's version.
 
-Each module fixes one thing, names the veRL code it covers, and has a test that fails without it.
+Each module fixes one thing, names the veRL code it covers, has a test that fails without it, and is attached
+to the veRL module it changes, so it costs nothing in processes that never import that module.
 """
 
+import logging
+
+from verl_tor.import_hooks import call_after_import
+
 PATCHED_VERL_VERSION = "0.9.1"
+
+logger = logging.getLogger(__name__)
 
 
 def verl_version_matches() -> bool:
@@ -14,4 +21,16 @@ def verl_version_matches() -> bool:
 
 
 def apply_all() -> None:
-    """Apply every patch (idempotent)."""
+    """Attach every patch to the veRL module it changes (idempotent)."""
+    if not verl_version_matches():
+        import verl
+
+        logger.warning(
+            "verl-tor's patches target veRL %s; veRL %s is installed, so none is applied",
+            PATCHED_VERL_VERSION,
+            verl.__version__,
+        )
+        return
+    from verl_tor.patches import qwen2_vl_text_only
+
+    call_after_import(qwen2_vl_text_only.TARGET_MODULE, qwen2_vl_text_only.install)

@@ -1,0 +1,46 @@
+"""`import verl` in a fresh process registers everything of ours (veRL only logs plugin errors at debug level)."""
+
+import json
+import subprocess
+import sys
+
+PROBE = r"""
+import json, sys
+import verl
+loaded_before = {m: m in sys.modules for m in ("verl_tor.trainer", "verl.trainer.ppo.v1", "verl.workers.engine.fsdp.transformer_impl")}
+from verl.trainer.ppo.v1 import get_trainer_cls
+from verl.models.transformers import qwen2_vl
+from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+print(json.dumps({
+    "plugin_loaded": "verl_tor.plugin" in sys.modules,
+    "loaded_before": loaded_before,
+    "tor_trainer": get_trainer_cls("tor_sync").__qualname__,
+    "qwen2_vl_patched": getattr(qwen2_vl._get_input_embeds, "_verl_tor_patched", False),
+    "engine_attached": getattr(FSDPEngineWithLMHead.prepare_model_outputs, "_verl_tor_patched", False),
+}))
+"""
+
+
+def test_import_verl_registers_everything_in_a_fresh_process():
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["plugin_loaded"]
+    # Nothing heavy is imported by `import verl` itself: registrations wait for the module they attach to.
+    assert report["loaded_before"] == {
+        "verl_tor.trainer": False,
+        "verl.trainer.ppo.v1": False,
+        "verl.workers.engine.fsdp.transformer_impl": False,
+    }
+    assert report["tor_trainer"] == "ToRTrainer"
+    assert report["qwen2_vl_patched"]
+    assert report["engine_attached"]
+
+
+def test_plugins_off_means_nothing_registered():
+    """The registration really comes from the entry point: with veRL's plugin loading off, it is absent."""
+    probe = "import verl, sys; print('verl_tor.plugin' in sys.modules)"
+    env = {"VERL_USE_EXTERNAL_PLUGINS": "none", "PATH": ""}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"
