@@ -1,0 +1,240 @@
+"""The ToR trainer's step logic as plain functions: weighting through veRL's own loss, advantages, config checks."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+
+from verl_tor.counterfactual import nested_rows
+from verl_tor.testing.actor_engine import compose_ppo_config
+from verl_tor.token_weights import ToRConfig, tor_token_weights
+from verl_tor.trainer import pad_rows_to_multiple, read_tor_section, reweight_advantages, visual_sensitivity
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multiplying advantages by w ≥ 0 is the weighted clipped surrogate of Eq. 9, through veRL's real `ppo_loss`.
+# ---------------------------------------------------------------------------------------------------------------
+
+GRPO = ["actor_rollout_ref.actor.use_kl_loss=true", "actor_rollout_ref.actor.kl_loss_coef=0.01",
+        "actor_rollout_ref.actor.kl_loss_type=low_var_kl", "actor_rollout_ref.actor.clip_ratio_low=0.2",
+        "actor_rollout_ref.actor.clip_ratio_high=0.2", "actor_rollout_ref.actor.loss_agg_mode=token-mean"]  # fmt: skip
+DAPO = ["actor_rollout_ref.actor.use_kl_loss=false", "actor_rollout_ref.actor.clip_ratio_low=0.2",
+        "actor_rollout_ref.actor.clip_ratio_high=0.28", "actor_rollout_ref.actor.clip_ratio_c=3.0",
+        "actor_rollout_ref.actor.loss_agg_mode=token-mean"]  # fmt: skip
+
+
+def _actor_config(overrides):
+    from verl.utils.config import omega_conf_to_dataclass
+
+    sizes = ["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2"]
+    return omega_conf_to_dataclass(compose_ppo_config(overrides + sizes).actor_rollout_ref.actor)
+
+
+def _reference_loss(log_prob, old, adv, weight, ref, mask, cfg, use_kl, kl_coef):
+    """Eq. 9 written out in float64: (1/Σ|o_i|) Σ w·(−clipped surrogate, dual-clipped for A < 0) + β·KL (unweighted)."""
+    log_prob, old, adv, weight, ref = (t.double() for t in (log_prob, old, adv, weight, ref))
+    ratio = torch.exp(torch.clamp(log_prob - old, -20, 20))
+    clipped = torch.clamp(ratio, 1 - cfg.clip_ratio_low, 1 + cfg.clip_ratio_high)
+    surrogate = torch.minimum(ratio * adv, clipped * adv)
+    dual = torch.maximum(surrogate, cfg.clip_ratio_c * adv)  # for A < 0 the loss is capped at −c·A
+    per_token = -torch.where(adv < 0, dual, surrogate)
+    n = mask.sum()
+    loss = (weight * per_token * mask).sum() / n
+    if use_kl:
+        delta = torch.clamp(ref - log_prob, -20, 20)
+        kl = torch.clamp(torch.exp(delta) - delta - 1, -10, 10)
+        loss = loss + kl_coef * (kl * mask).sum() / n
+    return loss
+
+
+@pytest.mark.parametrize("name,overrides", [("grpo", GRPO), ("dapo", DAPO)])
+def test_weighted_advantages_equal_weighted_clipped_loss_through_verl_ppo_loss(name, overrides):
+    from verl.workers.utils.losses import ppo_loss
+
+    config = _actor_config(overrides)
+    generator = torch.Generator().manual_seed(0)
+    prompt_lens, response_lens = [3, 5, 4], [6, 2, 7]
+    rows = len(prompt_lens)
+    old = [torch.randn(n, generator=generator) * 0.5 - 1.0 for n in response_lens]
+    ref = [o + 0.3 * torch.randn(o.shape, generator=generator) for o in old]
+    # Current log-probs far enough from the old ones that both clip sides and the dual clip are hit.
+    current = [o + 0.6 * torch.randn(o.shape, generator=generator) for o in old]
+    current[1][0] += 1.5  # ratio > clip_ratio_c = 3 on a negative advantage: the dual clip
+    current[2][1] += 2.0
+    # GRPO advantages are per sequence; a negative one exercises the dual clip.
+    advantage = [torch.full((n,), a) for n, a in zip(response_lens, [1.3, -0.7, -2.1], strict=True)]
+    weight = [torch.tensor([1.0, 0.5, 0.0, 1.0, 0.0, 0.5]), torch.tensor([0.0, 1.0]),
+              torch.tensor([0.5, 0.5, 1.0, 0.0, 0.0, 1.0, 0.5])]  # fmt: skip
+    mask = [torch.ones(n) for n in response_lens]
+
+    # veRL's model output: log-probs over prompt + response, left-shifted by one (value at t predicts t + 1).
+    values = []
+    for p, lp in zip(prompt_lens, current, strict=True):
+        values += [torch.zeros(p - 1), lp, torch.zeros(1)]
+    leaf = torch.cat(values).requires_grad_(True)
+    offsets = torch.tensor([0] + list(torch.cumsum(torch.tensor(prompt_lens) + torch.tensor(response_lens), 0)))
+    data = TensorDict(
+        {
+            "prompts": nested_rows([torch.ones(p, dtype=torch.long) for p in prompt_lens]),
+            "responses": nested_rows([torch.ones(n, dtype=torch.long) for n in response_lens]),
+            "response_mask": nested_rows([m.long() for m in mask]),
+            "old_log_probs": nested_rows(old),
+            "ref_log_prob": nested_rows(ref),
+            "advantages": nested_rows([a * w for a, w in zip(advantage, weight, strict=True)]),
+        },
+        batch_size=[rows],
+    )
+    from verl.utils import tensordict_utils as tu
+
+    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=sum(response_lens), global_batch_size=rows)
+    model_output = {"log_probs": torch.nested.nested_tensor_from_jagged(leaf, offsets)}
+    loss, metrics = ppo_loss(config, model_output, data)
+    # The data reach both clip sides and the dual clip, so the equality below covers every branch.
+    assert metrics["actor/pg_clipfrac"].values[0] > 0 and metrics["actor/pg_clipfrac_lower"].values[0] > 0
+    (verl_grad,) = torch.autograd.grad(loss, leaf)
+
+    reference_leaf = leaf.detach().clone().requires_grad_(True)
+    starts = offsets[:-1] + torch.tensor(prompt_lens) - 1
+    picked = [reference_leaf[s : s + n] for s, n in zip(starts.tolist(), response_lens, strict=True)]
+
+    def pad(rows_):
+        return torch.nn.utils.rnn.pad_sequence(rows_, batch_first=True)
+
+    reference = _reference_loss(
+        pad(picked), pad(old), pad(advantage), pad(weight), pad(ref), pad(mask), config,
+        config.use_kl_loss, config.kl_loss_coef,
+    )  # fmt: skip
+    (reference_grad,) = torch.autograd.grad(reference, reference_leaf)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(verl_grad.double(), reference_grad.double(), rtol=1e-5, atol=1e-7)
+    # Tokens with weight 0 get no policy gradient (only the KL term, when on).
+    zero_weight = pad(weight) == 0
+    grad_of = pad([verl_grad[s : s + n] for s, n in zip(starts.tolist(), response_lens, strict=True)])
+    if not config.use_kl_loss:
+        assert torch.all(grad_of[zero_weight & (pad(mask) > 0)] == 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Advantages reweighting and visual sensitivity.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_reweight_advantages_matches_weights_over_the_whole_batch_and_ignores_padding_rows():
+    generator = torch.Generator().manual_seed(1)
+    lengths = [5, 3, 6, 4]
+    advantages = [torch.full((n,), float(i + 1)) for i, n in enumerate(lengths)]
+    mask = [torch.ones(n, dtype=torch.long) for n in lengths]
+    mask[2][4:] = 0  # e.g. tool-output tokens inside a response
+    entropy = [torch.rand(n, generator=generator) for n in lengths]
+    sensitivity = [torch.rand(n, generator=generator) for n in lengths]
+    # A padding row full of huge scores must not take any of the selection quota.
+    entropy[3] = torch.full((4,), 100.0)
+    sensitivity[3] = torch.full((4,), 100.0)
+    is_padding = [False, False, False, True]
+    cfg = ToRConfig(other_weight=0.1)
+
+    new_adv, weights, metrics = reweight_advantages(advantages, mask, entropy, sensitivity, is_padding, cfg)
+
+    real = [0, 1, 2]
+    width = max(lengths)
+
+    def pad(rows_):
+        return torch.nn.utils.rnn.pad_sequence(rows_, batch_first=True)
+
+    expected, expected_metrics = tor_token_weights(
+        pad([entropy[i] for i in real]), pad([sensitivity[i] for i in real]),
+        pad([mask[i] for i in real]).bool(), cfg,
+    )  # fmt: skip
+    for k, i in enumerate(real):
+        torch.testing.assert_close(weights[i], expected[k, : lengths[i]])
+        torch.testing.assert_close(new_adv[i], advantages[i] * expected[k, : lengths[i]])
+    assert torch.all(weights[3] == 0) and torch.all(new_adv[3] == 0)
+    assert torch.all(weights[2][4:] == 0)
+    assert metrics == pytest.approx(expected_metrics)
+    assert width == 6
+
+
+def test_visual_sensitivity_is_absolute_difference_and_zero_without_image():
+    old = [torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-0.3, -0.2]), torch.tensor([-4.0])]
+    removed = [torch.tensor([-1.5, -1.0, -0.5]), torch.tensor([-6.0])]
+    sensitivity = visual_sensitivity(old, removed, rows=[0, 2])
+    torch.testing.assert_close(sensitivity[0], torch.tensor([0.5, 1.0, 0.0]))
+    torch.testing.assert_close(sensitivity[1], torch.zeros(2))
+    torch.testing.assert_close(sensitivity[2], torch.tensor([2.0]))
+
+
+def test_padded_counterfactual_batch_splits_over_data_parallel_ranks_like_verl_dispatch():
+    from verl.protocol import BatchData
+    from verl.single_controller.base.decorator import _concat_data_proto_or_future
+
+    batch = TensorDict(
+        {
+            "input_ids": nested_rows([torch.arange(n) for n in (3, 5, 4)]),
+            "position_ids": nested_rows([torch.arange(n).expand(4, -1).clone() for n in (3, 5, 4)]),
+        },
+        batch_size=[3],
+    )
+    padded = pad_rows_to_multiple(batch, 4)
+    assert len(padded) == 4
+    chunks = BatchData(padded).chunk(chunks=4)
+    assert [len(c) for c in chunks] == [1, 1, 1, 1]
+    assert chunks[1]["position_ids"].unbind()[0].shape == (4, 5)
+    merged = _concat_data_proto_or_future(chunks)
+    assert [t.tolist() for t in merged["input_ids"].unbind()[:3]] == [list(range(n)) for n in (3, 5, 4)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The `tor:` section: bad values stop the run, naming the key.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _config(tor=None, **extra):
+    base = {
+        "algorithm": {"rollout_correction": {"bypass_mode": False}},
+        "actor_rollout_ref": {"model": {"use_fused_kernels": False}, "actor": {"strategy": "fsdp2"}},
+    }
+    if tor is not None:
+        base["tor"] = tor
+    return OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(extra))
+
+
+def test_tor_section_defaults_are_the_paper_settings():
+    enable, cfg = read_tor_section(_config({"enable": True}))
+    assert enable
+    assert (cfg.reasoning_quantile, cfg.perception_quantile) == (0.3, 0.3)
+    assert (cfg.reasoning_weight, cfg.perception_weight, cfg.other_weight) == (1.0, 0.5, 0.0)
+    assert cfg.entropy_top_p == 0.95 and cfg.counterfactual == "remove_image"
+
+
+@pytest.mark.parametrize(
+    "tor,key",
+    [
+        ({"perception_quantile": 1.5}, "tor.perception_quantile"),
+        ({"reasoning_quantile": 0.0}, "tor.reasoning_quantile"),
+        ({"perception_weight": -0.1}, "tor.perception_weight"),
+        ({"other_weight": math.nan}, "tor.other_weight"),
+        ({"entropy_top_p": 0.0}, "tor.entropy_top_p"),
+        ({"counterfactual": "black_image"}, "tor.counterfactual"),
+        ({"perception_wieght": 0.5}, "perception_wieght"),
+        ({"enable": "yes"}, "tor.enable"),
+    ],
+)
+def test_bad_tor_values_name_the_key(tor, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        read_tor_section(_config(tor))
+
+
+def test_missing_section_and_incompatible_verl_settings_are_named():
+    with pytest.raises(ValueError, match="tor_trainer"):
+        read_tor_section(_config())
+    with pytest.raises(ValueError, match="bypass_mode"):
+        read_tor_section(_config({}, algorithm={"rollout_correction": {"bypass_mode": True}}))
+    with pytest.raises(ValueError, match="use_fused_kernels"):
+        read_tor_section(_config({}, actor_rollout_ref={"model": {"use_fused_kernels": True}}))
+    # With veRL's own entropy (top-p 1) fused kernels are fine.
+    assert read_tor_section(_config({"entropy_top_p": 1.0}, actor_rollout_ref={"model": {"use_fused_kernels": True}}))[
+        0
+    ]
+    # A disabled section is still validated, but veRL settings do not matter then.
+    assert not read_tor_section(_config({"enable": False}, algorithm={"rollout_correction": {"bypass_mode": True}}))[0]

@@ -1,0 +1,87 @@
+"""veRL's real actor engine (``TrainingWorker`` + ``FSDPEngineWithLMHead``) in the current process, without Ray.
+
+Built the way ``ActorRolloutRefWorker.init_model`` builds the actor (from veRL's composed ``ppo_trainer``
+config) and the way veRL's SFT trainer runs it in a single process, so tests and benchmarks drive exactly the
+forward that computes old log-probs in a real run: ``worker.infer_batch(TensorDict)``. On CPU it needs
+``VERL_PLATFORM=cpu`` (set by the caller before veRL picks its platform), fsdp2, sdpa and no remove-padding.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+
+def compose_ppo_config(overrides: list[str]) -> DictConfig:
+    """veRL's ``ppo_trainer`` config from the installed wheel with Hydra ``overrides`` applied."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
+        return compose(config_name="ppo_trainer", overrides=overrides)
+
+
+def actor_overrides(model_path: str, micro_batch_size: int = 4, on_cpu: bool = True) -> list[str]:
+    """Overrides for a single-process actor on ``model_path`` (CPU: fsdp2, sdpa, fp32, no remove-padding)."""
+    overrides = [
+        f"actor_rollout_ref.model.path={model_path}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro_batch_size}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro_batch_size}",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.actor.use_torch_compile=false",
+        "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
+    ]
+    if on_cpu:
+        overrides += [
+            "actor_rollout_ref.actor.strategy=fsdp2",
+            "actor_rollout_ref.model.use_remove_padding=false",
+            "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+            "actor_rollout_ref.actor.fsdp_config.model_dtype=fp32",
+            "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+        ]
+    return overrides
+
+
+def init_single_process_group() -> None:
+    """A world of one (gloo), as torchrun would set it up for veRL's single-process SFT trainer."""
+    if torch.distributed.is_initialized():
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(
+        {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+
+
+def build_actor_worker(overrides: list[str]):
+    """veRL's ``TrainingWorker`` for the actor of the composed config (engine initialised, eval-ready)."""
+    from verl.utils.config import omega_conf_to_dataclass
+    from verl.workers.engine_workers import TrainingWorker, TrainingWorkerConfig
+
+    init_single_process_group()
+    config = compose_ppo_config(overrides).actor_rollout_ref
+    model_config = omega_conf_to_dataclass(config.model)
+    actor_config = omega_conf_to_dataclass(config.actor)
+    worker_config = TrainingWorkerConfig(
+        model_type="language_model",
+        model_config=model_config,
+        engine_config=actor_config.engine,
+        optimizer_config=actor_config.optim,
+        checkpoint_config=actor_config.checkpoint,
+    )
+    engine_config = worker_config.engine_config
+    engine_config.use_dynamic_bsz = config.actor.use_dynamic_bsz
+    engine_config.infer_micro_batch_size_per_gpu = config.rollout.log_prob_micro_batch_size_per_gpu
+    engine_config.micro_batch_size_per_gpu = config.actor.ppo_micro_batch_size_per_gpu
+    engine_config.infer_max_token_len_per_gpu = config.rollout.log_prob_max_token_len_per_gpu
+    engine_config.max_token_len_per_gpu = config.actor.ppo_max_token_len_per_gpu
+    engine_config.use_remove_padding = model_config.get("use_remove_padding", False)
+    worker = TrainingWorker(config=worker_config)
+    worker.reset()
+    return worker

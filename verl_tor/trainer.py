@@ -1,0 +1,270 @@
+"""``ToRTrainer``: veRL 0.9.1's synchronous V1 trainer with ToR token weights (trainer mode ``tor_sync``).
+
+Per step, on top of veRL's pipeline (balance → old log-probs → ref → advantages → actor update):
+
+1. old log-probs: veRL's forward also returns the top-p entropy of each token (``engine_truncated_entropy``)
+   unless ``tor.entropy_top_p == 1``, where veRL's own entropy is the score;
+2. right after it, the image-removed pass: the rollout (old) policy scores each image sample's response with
+   the image deleted from its prompt (``counterfactual``), through the actor worker group at the rollout
+   temperature; the visual sensitivity |Δ log π| is stored in TransferQueue;
+3. after veRL's advantages: token weights over the whole rollout batch (``token_weights``) multiply the
+   per-token advantages, which for weights ≥ 0 is exactly the weighted clipped surrogate of Eq. 9 (also under
+   DAPO's dual clip); KL and entropy terms are untouched.
+
+The step logic is in plain functions below, tested directly; the class only moves data through TransferQueue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+import transfer_queue as tq
+from omegaconf import DictConfig
+from tensordict import TensorDict
+from transfer_queue import KVBatchMeta
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.utils import tensordict_utils as tu
+from verl.utils.debug import marked_timer
+from verl.workers.utils.padding import response_from_nested
+
+from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows
+from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.token_weights import ToRConfig, tor_token_weights
+
+logger = logging.getLogger(__name__)
+
+TRAINER_MODE = "tor_sync"
+# TransferQueue fields this trainer adds to each sample (response-aligned).
+TOR_ENTROPY = "tor_entropy"
+VISUAL_SENSITIVITY = "tor_visual_sensitivity"
+TOKEN_WEIGHTS = "tor_weights"
+
+
+def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
+    """``(enable, ToRConfig)`` from the top-level ``tor:`` section; raises ``ValueError`` naming a bad key.
+
+    Also rejects veRL settings under which ToR cannot work, naming them.
+    """
+    section = config.get("tor")
+    if section is None:
+        raise ValueError(
+            f"trainer.v1.trainer_mode={TRAINER_MODE} needs a top-level `tor:` section: launch with "
+            "--config-name=tor_trainer (verl_tor/config/tor_trainer.yaml)"
+        )
+    enable = section.get("enable", True)
+    if not isinstance(enable, bool):
+        raise ValueError(f"tor.enable must be true or false, got {enable!r}")
+    tor = ToRConfig.from_mapping(section, ignore=("enable",))
+    if enable:
+        rollout_correction = config.algorithm.get("rollout_correction", None)
+        if rollout_correction is not None and rollout_correction.get("bypass_mode", False):
+            raise ValueError(
+                "tor.enable=true needs old log-probs recomputed by the actor (its forward gives the entropy): "
+                "set algorithm.rollout_correction.bypass_mode=false"
+            )
+        if tor.entropy_top_p < 1.0 and config.actor_rollout_ref.model.get("use_fused_kernels", False):
+            raise ValueError(
+                "tor.entropy_top_p < 1 needs the logits of the old-log-prob forward, which fused kernels do not "
+                "return: set actor_rollout_ref.model.use_fused_kernels=false or tor.entropy_top_p=1.0"
+            )
+        if config.actor_rollout_ref.actor.get("strategy", "fsdp") not in ("fsdp", "fsdp2"):
+            if tor.entropy_top_p < 1.0:
+                raise ValueError(
+                    "tor.entropy_top_p < 1 is implemented for veRL's FSDP engine: set "
+                    "actor_rollout_ref.actor.strategy=fsdp2 (or fsdp), or tor.entropy_top_p=1.0"
+                )
+    return enable, tor
+
+
+def visual_sensitivity(
+    old_log_probs: list[torch.Tensor], image_removed_log_probs: list[torch.Tensor], rows: list[int]
+) -> list[torch.Tensor]:
+    """S_t = |log π(o_t | I, q, o_<t) − log π(o_t | ∅, q, o_<t)| (Eq. 8); 0 for samples without an image.
+
+    Args:
+        old_log_probs: per-sample ``[R_i]`` response log-probs with the image.
+        image_removed_log_probs: ``[R_i]`` log-probs of the same responses without it, for the samples ``rows``.
+        rows: indices into ``old_log_probs`` of the samples that had an image.
+
+    Returns:
+        per-sample ``[R_i]`` sensitivities.
+    """
+    sensitivity = [torch.zeros_like(lp, dtype=torch.float32) for lp in old_log_probs]
+    for row, removed in zip(rows, image_removed_log_probs, strict=True):
+        sensitivity[row] = (old_log_probs[row].float() - removed.float()).abs()
+    return sensitivity
+
+
+def pad_rows_to_multiple(batch: TensorDict, multiple: int) -> TensorDict:
+    """Repeat the first row until the batch divides evenly over ``multiple`` data-parallel ranks."""
+    missing = -len(batch) % multiple
+    if missing == 0:
+        return batch
+    fields = {}
+    for key, value in batch.items():
+        rows = as_list(value)
+        fields[key] = nested_rows(rows + [rows[0]] * missing)
+    return TensorDict(fields, batch_size=[len(batch) + missing])
+
+
+def padded(rows: list[torch.Tensor], width: int, dtype=torch.float32) -> torch.Tensor:
+    """Right-pad per-sample ``[R_i]`` tensors into ``[B, width]``."""
+    out = torch.zeros(len(rows), width, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def reweight_advantages(
+    advantages: list[torch.Tensor],
+    response_mask: list[torch.Tensor],
+    entropy: list[torch.Tensor],
+    sensitivity: list[torch.Tensor],
+    is_padding: list[bool],
+    cfg: ToRConfig,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, float]]:
+    """Multiply each token's advantage by its ToR weight (Eq. 9), selecting over the whole rollout batch.
+
+    Padding rows that veRL adds for data-parallel balance take no part in the selection and get weight 0.
+
+    Args:
+        advantages, response_mask, entropy, sensitivity: per-sample ``[R_i]`` tensors.
+        is_padding: per-sample flag from veRL's batch tags.
+
+    Returns:
+        ``(advantages, weights, metrics)``: per-sample reweighted advantages and weights, metrics without prefix.
+    """
+    width = max((len(a) for a in advantages), default=0)
+    mask = padded(response_mask, width, torch.bool)
+    mask[torch.tensor(is_padding, dtype=torch.bool)] = False
+    weights, metrics = tor_token_weights(padded(entropy, width), padded(sensitivity, width), mask, cfg)
+    row_weights = [weights[i, : len(adv)] for i, adv in enumerate(advantages)]
+    new_advantages = [adv * w.to(adv.dtype) for adv, w in zip(advantages, row_weights, strict=True)]
+    return new_advantages, row_weights, metrics
+
+
+@register_trainer(TRAINER_MODE)
+class ToRTrainer(PPOTrainerSync):
+    """veRL's synchronous trainer plus ToR's token weights; with ``tor.enable=false`` it is the stock trainer."""
+
+    def __init__(self, config: DictConfig):
+        # Validate before veRL builds anything: a bad `tor.*` value must not cost a model load.
+        self.tor_enabled, self.tor = read_tor_section(config)
+        super().__init__(config)
+
+    def _init_tokenizer(self):
+        super()._init_tokenizer()
+        if not self.tor_enabled:
+            return
+        hf_config = self.processor.config if self.processor is not None else None
+        start = getattr(hf_config, "vision_start_token_id", None)
+        end = getattr(hf_config, "vision_end_token_id", None)
+        if start is None or end is None:
+            raise ValueError(
+                "tor.counterfactual=remove_image deletes <|vision_start|> ... <|vision_end|> blocks, but the model "
+                f"{self.config.actor_rollout_ref.model.path} has no vision_start_token_id / vision_end_token_id"
+            )
+        self.vision_start_id, self.vision_end_id = int(start), int(end)
+        # veRL's agent loop stores (4, L) position ids (text row + 3 M-RoPE rows) for processors with a rope index.
+        self.position_rows = 4 if hasattr(self.processor, "get_rope_index") else None
+
+    def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        if not self.tor_enabled:
+            return super()._compute_old_log_prob(batch, metrics)
+        truncated = self.tor.entropy_top_p < 1.0
+        if truncated:
+            batch.extra_info[TRUNCATED_ENTROPY_TOP_P] = self.tor.entropy_top_p
+        try:
+            batch = super()._compute_old_log_prob(batch, metrics)
+        finally:
+            # Later forwards of this step (ref, actor update) must not pay for the truncated entropy.
+            batch.extra_info.pop(TRUNCATED_ENTROPY_TOP_P, None)
+        if truncated:
+            data = tq.kv_batch_get(
+                keys=batch.keys, partition_id=batch.partition_id, select_fields=[TRUNCATED_ENTROPY, "response_mask"]
+            )
+            entropy = response_from_nested(data[TRUNCATED_ENTROPY], data["response_mask"])
+            tq.kv_batch_put(
+                keys=batch.keys,
+                partition_id=batch.partition_id,
+                fields=TensorDict({TOR_ENTROPY: entropy}, batch_size=len(batch)),
+            )
+        with marked_timer("tor_counterfactual", self.timing_raw, color="purple"):
+            self._compute_visual_sensitivity(batch, metrics)
+        return batch
+
+    def _compute_visual_sensitivity(self, batch: KVBatchMeta, metrics: dict) -> None:
+        """Run the image-removed pass with the old policy and store |Δ log π| per response token."""
+        start = time.perf_counter()
+        fields = ["prompts", "responses", "response_mask", "old_log_probs"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        is_padding = [tag.get("is_padding", False) for tag in batch.tags]
+        prompts, responses = as_list(data["prompts"]), as_list(data["responses"])
+        response_mask, old_log_probs = as_list(data["response_mask"]), as_list(data["old_log_probs"])
+
+        real = [i for i, pad in enumerate(is_padding) if not pad]
+        removed, rows = image_removed_batch(
+            [prompts[i] for i in real],
+            [responses[i] for i in real],
+            [response_mask[i] for i in real],
+            self.position_rows,
+            self.vision_start_id,
+            self.vision_end_id,
+        )
+        rows = [real[r] for r in rows]
+        removed_log_probs: list[torch.Tensor] = []
+        if removed is not None:
+            dp_size = max(self.actor_rollout_wg._dispatch_info["actor"]) + 1
+            request = pad_rows_to_multiple(removed, dp_size)
+            tu.assign_non_tensor(
+                request,
+                temperature=self.config.actor_rollout_ref.rollout.temperature,
+                calculate_entropy=False,
+                compute_loss=False,
+            )
+            output = self.actor_rollout_wg.compute_log_prob(request)
+            removed_log_probs = as_list(response_from_nested(output["log_probs"], request["response_mask"]))
+            removed_log_probs = removed_log_probs[: len(rows)]
+
+        sensitivity = visual_sensitivity(old_log_probs, removed_log_probs, rows)
+        tq.kv_batch_put(
+            keys=batch.keys,
+            partition_id=batch.partition_id,
+            fields=TensorDict({VISUAL_SENSITIVITY: nested_rows(sensitivity)}, batch_size=len(batch)),
+        )
+        all_tokens = sum(len(prompts[i]) + len(responses[i]) for i in real)
+        removed_tokens = sum(len(ids) for ids in as_list(removed["input_ids"])) if removed is not None else 0
+        metrics.update(
+            {
+                "tor/image_sample_fraction": len(rows) / max(len(real), 1),
+                "tor/counterfactual_token_fraction": removed_tokens / max(all_tokens, 1),
+                "tor/counterfactual_time_s": time.perf_counter() - start,
+            }
+        )
+
+    def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        batch = super()._compute_advantage(batch, metrics)
+        if not self.tor_enabled:
+            return batch
+        entropy_field = TOR_ENTROPY if self.tor.entropy_top_p < 1.0 else "entropy"
+        fields = ["advantages", "response_mask", entropy_field, VISUAL_SENSITIVITY]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        advantages, weights, tor_metrics = reweight_advantages(
+            as_list(data["advantages"]),
+            as_list(data["response_mask"]),
+            as_list(data[entropy_field]),
+            as_list(data[VISUAL_SENSITIVITY]),
+            [tag.get("is_padding", False) for tag in batch.tags],
+            self.tor,
+        )
+        metrics.update({f"tor/{name}": value for name, value in tor_metrics.items()})
+        return tq.kv_batch_put(
+            keys=batch.keys,
+            partition_id=batch.partition_id,
+            fields=TensorDict(
+                {"advantages": nested_rows(advantages), TOKEN_WEIGHTS: nested_rows(weights)}, batch_size=len(batch)
+            ),
+        )
