@@ -1,0 +1,318 @@
+"""The ``hf`` rollout: server actor, replica and worker-side adapter (registered by :mod:`verl_tor.rollout_hf`).
+
+- :class:`HFRolloutServer` holds its own copy of the model on the platform's device (``cpu`` under
+  ``VERL_PLATFORM=cpu``, else the training worker's GPU) and answers veRL's token-in/token-out ``generate``.
+- :class:`HFReplica` (``RolloutReplica``) starts one server per replica next to the replica's first worker.
+- :class:`HFServerAdapter` (``BaseRollout``) lives in the training worker; veRL's naive checkpoint engine hands it
+  the actor's full HF-named tensors after every step and it ships them to the server.
+
+Like veRL's vLLM server, sampling never picks ``<|image_pad|>``/``<|video_pad|>`` or ids past the tokenizer
+(they would break the rope index); ``suppress_vision_tokens`` also bans the vision start/end/pad tokens, which a
+random model samples too. Log-probs are those of the distribution sampled from: ``log_softmax(logits / T)`` with
+banned ids excluded (T = 1 for greedy), i.e. what the actor computes at the rollout temperature.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+import torch
+from torch.distributed.device_mesh import DeviceMesh
+from verl.plugin.platform import get_platform
+from verl.utils.config import omega_conf_to_dataclass
+from verl.utils.device import get_device_name
+from verl.utils.torch_dtypes import PrecisionType
+from verl.workers.config import HFModelConfig, RolloutConfig
+from verl.workers.rollout.base import BaseRollout
+from verl.workers.rollout.replica import RolloutReplica, TokenOutput
+from verl.workers.rollout.utils import get_vision_placeholder_token_ids
+
+from verl_tor.rollout_hf import ROLLOUT_NAME
+
+logger = logging.getLogger(__name__)
+
+VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+
+
+@dataclass(frozen=True)
+class HFRolloutOptions:
+    """Options under ``actor_rollout_ref.rollout.engine_kwargs.hf``."""
+
+    suppress_vision_tokens: bool = False
+    """Also never sample ``<|vision_start|>``/``<|vision_end|>``/``<|vision_pad|>`` (a random model does)."""
+
+    @classmethod
+    def from_config(cls, config: RolloutConfig) -> HFRolloutOptions:
+        return cls(**dict((config.engine_kwargs or {}).get(ROLLOUT_NAME) or {}))
+
+
+def max_new_tokens(config: RolloutConfig, prompt_length: int, sampling_params: dict[str, Any]) -> int:
+    """The response budget of one request, derived like veRL's vLLM server.
+
+    An explicit ``max_tokens``/``max_new_tokens`` wins; otherwise ``min(response_length, prompt_length +
+    response_length - len(prompt))``. Clamped to [1, room left in the context window].
+    """
+    max_model_len = config.max_model_len or config.prompt_length + config.response_length
+    room = max_model_len - prompt_length
+    if room < 1:
+        raise ValueError(f"Prompt length {prompt_length} leaves no room to generate within {max_model_len} tokens")
+    if "max_tokens" in sampling_params:
+        budget = sampling_params["max_tokens"]
+    elif "max_new_tokens" in sampling_params:
+        budget = sampling_params["max_new_tokens"]
+    else:
+        budget = min(config.response_length, config.prompt_length + config.response_length - prompt_length)
+    return max(1, min(budget, room))
+
+
+def _server_name(replica_rank: int, name_suffix: str = "", role: str = "") -> str:
+    return f"{ROLLOUT_NAME}_server_{role}{replica_rank}{name_suffix}"
+
+
+class HFRolloutServer:
+    """Generates with ``model.generate`` on one device; one instance per rollout replica (a Ray actor)."""
+
+    def __init__(
+        self,
+        config: RolloutConfig | Any,
+        model_config: HFModelConfig | Any,
+        replica_rank: int = 0,
+        visible_devices: str | None = None,
+    ) -> None:
+        if visible_devices is not None:
+            # Same device as the training worker of this replica (set before torch touches the accelerator).
+            os.environ[get_platform().visible_devices_envvar()] = visible_devices
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+        self.config: RolloutConfig = omega_conf_to_dataclass(config)
+        self.model_config: HFModelConfig = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
+        self.options = HFRolloutOptions.from_config(self.config)
+        self.replica_rank = replica_rank
+        self.global_steps: int | None = None
+        self.device = torch.device(get_device_name())
+        self.tokenizer = self.model_config.tokenizer
+        self.processor = self.model_config.processor
+
+        hf_config = AutoConfig.from_pretrained(self.model_config.local_path, trust_remote_code=True)
+        auto_cls = AutoModelForCausalLM
+        if self.processor is not None and type(hf_config) in AutoModelForImageTextToText._model_mapping:
+            auto_cls = AutoModelForImageTextToText
+        self.model = auto_cls.from_pretrained(
+            self.model_config.local_path,
+            dtype=PrecisionType.to_dtype(self.config.dtype),
+            attn_implementation="sdpa",
+            trust_remote_code=True,
+        ).to(self.device)
+        self.model.eval()
+        self.banned_token_ids = self._banned_token_ids()
+        self._banned = torch.tensor(self.banned_token_ids, dtype=torch.long, device=self.device)
+        self.eos_token_ids = self._eos_token_ids()
+        torch.manual_seed(self.config.seed + replica_rank)
+
+    def _banned_token_ids(self) -> list[int]:
+        banned = set(get_vision_placeholder_token_ids(self.processor)) if self.processor is not None else set()
+        vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        banned.update(range(len(self.tokenizer), vocab_size))
+        if self.options.suppress_vision_tokens:
+            vocab = self.tokenizer.get_vocab()
+            banned.update(vocab[token] for token in VISION_SPECIAL_TOKENS if token in vocab)
+        return sorted(banned)
+
+    def _eos_token_ids(self) -> list[int]:
+        eos = self.model_config.generation_config.eos_token_id if self.model_config.generation_config else None
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos)
+
+    def _model_inputs(self, prompt_ids: list[int], images: Sequence[Any] | None) -> dict[str, torch.Tensor]:
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        if images:
+            # prompt_ids already hold the expanded <|image_pad|> runs; the model needs the matching pixels.
+            inputs.update(self.processor.image_processor(images=list(images), return_tensors="pt"))
+        if self.processor is not None and hasattr(self.processor, "create_mm_token_type_ids"):
+            # transformers 5 computes Qwen-VL rope indices from these token types.
+            inputs["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids([prompt_ids]))
+        return {name: value.to(self.device) for name, value in inputs.items()}
+
+    @torch.no_grad()
+    def generate_tokens(
+        self, prompt_ids: list[int], sampling_params: dict[str, Any], images: Sequence[Any] | None = None
+    ) -> tuple[list[int], list[float]]:
+        """Sample one response; returns its token ids (with EOS when it stopped there) and their log-probs."""
+        from transformers import GenerationConfig
+
+        temperature = float(sampling_params.get("temperature", 1.0))
+        greedy = temperature <= 0
+        top_k = int(sampling_params.get("top_k", -1))
+        generation_config = GenerationConfig(
+            max_new_tokens=max_new_tokens(self.config, len(prompt_ids), sampling_params),
+            do_sample=not greedy,
+            temperature=1.0 if greedy else temperature,
+            top_p=float(sampling_params.get("top_p", 1.0)),
+            top_k=top_k if top_k > 0 else 0,
+            repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0)),
+            suppress_tokens=self.banned_token_ids or None,
+            eos_token_id=None if self.config.ignore_eos else self.eos_token_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        inputs = self._model_inputs(prompt_ids, images)
+        output = self.model.generate(**inputs, generation_config=generation_config)
+        token_ids = output.sequences[0, len(prompt_ids) :]
+        logits = torch.stack(output.logits, dim=1)[0].float()  # (new tokens, vocab), before any processor
+        logits[:, self._banned] = float("-inf")
+        log_probs = torch.log_softmax(logits / (1.0 if greedy else temperature), dim=-1)
+        log_probs = log_probs.gather(-1, token_ids[:, None])[:, 0]
+        return token_ids.tolist(), log_probs.tolist()
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        request_id: str,
+        image_data: list[Any] | None = None,
+        video_data: list[Any] | None = None,
+        audio_data: list[Any] | None = None,
+        mm_processor_kwargs: dict[str, Any] | None = None,
+        priority: int = 0,
+    ) -> TokenOutput:
+        """veRL's token-in/token-out request (one response per call, as the agent loop sends them)."""
+        if video_data or audio_data:
+            raise NotImplementedError("the hf rollout generates from text and images only")
+        token_ids, log_probs = self.generate_tokens(list(prompt_ids), dict(sampling_params), image_data)
+        return TokenOutput(
+            token_ids=token_ids,
+            log_probs=log_probs if sampling_params.get("logprobs") else None,
+            stop_reason="completed",
+            num_preempted=0,
+            extra_fields={"global_steps": self.global_steps},
+        )
+
+    async def update_weights(self, named_tensors: dict[str, torch.Tensor]) -> None:
+        """Load the actor's full HF-named tensors; a name the model does not have is an error, not a no-op."""
+        _, unexpected = self.model.load_state_dict(named_tensors, strict=False)
+        if unexpected:
+            raise KeyError(f"hf rollout got weights the model does not have: {unexpected[:5]}")
+
+    async def set_global_steps(self, global_steps: int) -> None:
+        self.global_steps = global_steps
+
+    async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
+        # Requests run one at a time to completion; there is never one to abort.
+        return {"aborted_count": 0, "request_ids": []}
+
+    # The model stays on its device between steps (no KV cache to free): the replica's life-cycle calls are no-ops.
+    async def wake_up(self, tags: list[str] | None = None) -> None:
+        return None
+
+    async def sleep(self) -> None:
+        return None
+
+    async def resume_generation(self) -> None:
+        return None
+
+    async def clear_kv_cache(self) -> None:
+        return None
+
+    async def release_kv_cache(self) -> None:
+        return None
+
+    async def resume_kv_cache(self) -> None:
+        return None
+
+    async def start_profile(self, **kwargs: Any) -> None:
+        return None
+
+    async def stop_profile(self) -> None:
+        return None
+
+
+class HFReplica(RolloutReplica):
+    """One :class:`HFRolloutServer` per replica, on the node and device of the replica's first worker."""
+
+    async def launch_servers(self) -> None:
+        platform = get_platform()
+        envvar = platform.visible_devices_envvar()
+        node_id, visible_devices = await self.workers[0].__ray_call__.remote(
+            lambda worker: (ray.get_runtime_context().get_node_id(), os.environ.get(envvar))
+        )
+        role = "reward_" if self.is_reward_model else "teacher_" if self.is_teacher_model else ""
+        env_vars = {var: "1" for var in platform.ray_noset_envvars()}
+        server = (
+            ray.remote(HFRolloutServer)
+            .options(
+                scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                    node_id=node_id, soft=False
+                ),
+                runtime_env={"env_vars": env_vars},
+                name=_server_name(self.replica_rank, self.name_suffix, role),
+                max_concurrency=self.max_concurrency,
+            )
+            .remote(
+                config=self.config,
+                model_config=self.model_config,
+                replica_rank=self.replica_rank,
+                visible_devices=visible_devices,
+            )
+        )
+        self.servers = [server]
+        self._server_handle = server
+        self._server_address = _server_name(self.replica_rank, self.name_suffix, role)
+
+
+class HFServerAdapter(BaseRollout):
+    """Worker side of the ``hf`` rollout: forwards the actor's weights to its replica's server."""
+
+    def __init__(
+        self,
+        config: RolloutConfig,
+        model_config: HFModelConfig,
+        device_mesh: DeviceMesh | None,
+        replica_rank: int = -1,
+    ) -> None:
+        super().__init__(config, model_config, device_mesh)
+        rank = int(os.environ.get("RANK", 0))
+        rollout_world_size = (
+            self.config.tensor_model_parallel_size
+            * self.config.data_parallel_size
+            * self.config.pipeline_model_parallel_size
+        )
+        self.replica_rank = rank // rollout_world_size if replica_rank == -1 else replica_rank
+        self.is_leader_rank = rank % rollout_world_size == 0
+        self._server: ray.actor.ActorHandle | None = None
+
+    def _server_handle(self) -> ray.actor.ActorHandle:
+        if self._server is None:
+            self._server = ray.get_actor(_server_name(self.replica_rank))
+        return self._server
+
+    async def update_weights(
+        self,
+        weights: Generator[tuple[str, torch.Tensor], None, None],
+        global_steps: int | None = None,
+        wire_format: str = "named_tensors",
+        **kwargs: Any,
+    ) -> None:
+        if wire_format != "named_tensors":
+            raise NotImplementedError(f"the hf rollout takes full named tensors, not {wire_format!r}")
+        # Every rank drains the generator: under FSDP each tensor is gathered collectively.
+        named_tensors = {name: tensor.detach().to("cpu") for name, tensor in weights}
+        if not self.is_leader_rank:
+            return
+        server = self._server_handle()
+        await server.update_weights.remote(named_tensors)
+        if global_steps is not None:
+            await server.set_global_steps.remote(global_steps)
+
+    async def resume(self, tags: list[str]) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
