@@ -31,6 +31,7 @@ def apply_all() -> None:
             verl.__version__,
         )
         return
-    from verl_tor.patches import qwen2_vl_text_only
+    from verl_tor.patches import qwen2_vl_text_only, transferqueue_position_ids
 
     call_after_import(qwen2_vl_text_only.TARGET_MODULE, qwen2_vl_text_only.install)
+    call_after_import(transferqueue_position_ids.TARGET_MODULE, transferqueue_position_ids.install)
