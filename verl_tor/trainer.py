@@ -99,7 +99,7 @@ def visual_sensitivity(
 
 
 def pad_rows_to_multiple(batch: TensorDict, multiple: int) -> TensorDict:
-    """Repeat the first row until the batch divides evenly over ``multiple`` data-parallel ranks."""
+    """Repeat the first row until the batch size is a multiple of ``multiple`` (ranks × micro-batch size)."""
     missing = -len(batch) % multiple
     if missing == 0:
         return batch
@@ -217,8 +217,11 @@ class ToRTrainer(PPOTrainerSync):
         rows = [real[r] for r in rows]
         removed_log_probs: list[torch.Tensor] = []
         if removed is not None:
+            # veRL splits the request evenly over data-parallel ranks, then into fixed-size micro-batches.
             dp_size = max(self.actor_rollout_wg._dispatch_info["actor"]) + 1
-            request = pad_rows_to_multiple(removed, dp_size)
+            actor = self.config.actor_rollout_ref
+            micro = 1 if actor.actor.use_dynamic_bsz else actor.rollout.log_prob_micro_batch_size_per_gpu
+            request = pad_rows_to_multiple(removed, dp_size * micro)
             tu.assign_non_tensor(
                 request,
                 temperature=self.config.actor_rollout_ref.rollout.temperature,

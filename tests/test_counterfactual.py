@@ -1,0 +1,201 @@
+"""The image-removed pass, checked against prompts built from scratch without the image, through veRL's engine.
+
+The actor is veRL's real ``TrainingWorker`` + FSDP engine in this process (fp32, sdpa, no remove-padding, CPU);
+batches are laid out with veRL's own agent-loop helpers. "From scratch" means: the conversation without its
+image content, rendered by the processor's chat template, with position ids from the processor's rope index.
+"""
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText
+
+from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows, vision_block_mask
+from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.testing.rollout_rows import agent_loop_row, rows_to_batch
+from verl_tor.trainer import pad_rows_to_multiple
+
+QUESTION = "What colour is the image? Answer with one word."
+MICRO_BATCH = 2
+
+
+def _image(rgb, size=56):
+    return Image.new("RGB", (size, size), rgb)
+
+
+def _messages(n_images: int, text: str = QUESTION) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The builder alone.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_vision_block_mask_covers_every_block_with_its_markers():
+    s, e, pad = 7, 8, 9
+    ids = torch.tensor([1, s, pad, pad, e, 2, 3, s, pad, e, 4])
+    mask = vision_block_mask(ids, s, e)
+    assert ids[~mask].tolist() == [1, 2, 3, 4]
+    assert mask.tolist() == [False, True, True, True, True, False, False, True, True, True, False]
+
+
+def test_nested_rows_are_ragged_in_the_last_dimension_even_for_equal_lengths():
+    rows = [torch.arange(5).expand(4, -1).clone(), torch.arange(5).expand(4, -1).clone()]
+    nested = nested_rows(rows)
+    assert nested.is_nested and nested._ragged_idx == 2
+    assert nested.values().shape == (4, 10)
+    assert torch.equal(nested.to_padded_tensor(0), torch.stack(rows))
+
+
+def test_builder_skips_text_only_samples_and_rebuilds_text_position_ids():
+    s, e, pad = 7, 8, 9
+    prompts = [torch.tensor([1, s, pad, e, 2]), torch.tensor([1, 2, 3]), torch.tensor([s, pad, e, s, pad, e, 5])]
+    responses = [torch.tensor([10, 11]), torch.tensor([12]), torch.tensor([13, 14, 15])]
+    masks = [torch.ones(2), torch.ones(1), torch.tensor([1, 1, 0])]
+    batch, rows = image_removed_batch(prompts, responses, masks, 4, s, e)
+    assert rows == [0, 2]
+    assert [t.tolist() for t in as_list(batch["input_ids"])] == [[1, 2, 10, 11], [5, 13, 14, 15]]
+    assert [t.tolist() for t in as_list(batch["prompts"])] == [[1, 2], [5]]
+    assert as_list(batch["response_mask"])[1].tolist() == [1, 1, 0]
+    for positions, ids in zip(as_list(batch["position_ids"]), as_list(batch["input_ids"]), strict=True):
+        assert torch.equal(positions, torch.arange(len(ids)).expand(4, -1))
+    assert image_removed_batch([torch.tensor([1, 2])], [torch.tensor([3])], [torch.ones(1)], 4, s, e) == (None, [])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Through veRL's engine.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def actor(tiny_model_dir):
+    from verl_tor.testing.actor_engine import actor_overrides, build_actor_worker
+
+    return build_actor_worker(actor_overrides(tiny_model_dir, micro_batch_size=MICRO_BATCH))
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    from verl.utils import hf_processor
+
+    return hf_processor(tiny_model_dir)
+
+
+def _response(processor, text=" red blue") -> list[int]:
+    tokenizer = processor.tokenizer
+    return tokenizer.encode(text) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def _log_probs(actor, rows, temperature=1.0, **meta):
+    """Response log-probs (and the output TensorDict) of ``rows`` from the actor's inference forward."""
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import response_from_nested
+
+    # Micro-batches have a fixed size (2): pad like the trainer does, by repeating a row.
+    if isinstance(rows, list):
+        count = len(rows)
+        batch = rows_to_batch(rows + rows[-1:] * (len(rows) % MICRO_BATCH))
+    else:
+        count = len(rows)
+        batch = pad_rows_to_multiple(rows, MICRO_BATCH)
+    tu.assign_non_tensor(batch, temperature=temperature, calculate_entropy=True, compute_loss=False, **meta)
+    output = actor.infer_batch(batch)
+    return as_list(response_from_nested(output["log_probs"], batch["response_mask"]))[:count], output, batch
+
+
+def _removed(processor, rows):
+    return image_removed_batch(
+        [r["prompts"] for r in rows],
+        [r["responses"] for r in rows],
+        [r["response_mask"] for r in rows],
+        4,
+        processor.config.vision_start_token_id,
+        processor.config.vision_end_token_id,
+    )
+
+
+@pytest.mark.parametrize("n_images", [1, 2])
+def test_image_removed_log_probs_equal_the_conversation_built_without_the_image(actor, processor, n_images):
+    response = _response(processor)
+    images = [_image((200, 30, 30)), _image((20, 40, 220), size=84)][:n_images]
+    with_image = [agent_loop_row(processor, _messages(n_images), images, response)]
+    from_scratch = [agent_loop_row(processor, _messages(0), None, response)]
+    removed, rows = _removed(processor, with_image)
+    assert rows == [0]
+    # Same tokens and positions as the prompt rendered without the image...
+    assert torch.equal(as_list(removed["input_ids"])[0], from_scratch[0]["input_ids"])
+    assert torch.equal(as_list(removed["position_ids"])[0], from_scratch[0]["position_ids"])
+    # ...and the same log-probs through the engine.
+    removed_lp, _, _ = _log_probs(actor, removed, temperature=0.7)
+    scratch_lp, _, _ = _log_probs(actor, from_scratch, temperature=0.7)
+    torch.testing.assert_close(removed_lp[0], scratch_lp[0], rtol=0, atol=1e-5)
+    # The image matters to this model: with it, the log-probs differ.
+    image_lp, _, _ = _log_probs(actor, with_image, temperature=0.7)
+    assert (image_lp[0] - removed_lp[0]).abs().max() > 1e-4
+
+
+def test_mixed_batch_of_image_and_text_only_samples(actor, processor):
+    response = _response(processor, " green")
+    samples = [
+        agent_loop_row(processor, _messages(1), [_image((10, 200, 10))], response),
+        agent_loop_row(processor, _messages(0, "How many shapes are there?"), None, _response(processor, " 3")),
+        agent_loop_row(processor, _messages(2), [_image((10, 10, 200)), _image((240, 240, 20))], response),
+        agent_loop_row(processor, _messages(0), None, response),
+    ]
+    old_lp, _, _ = _log_probs(actor, samples)  # veRL's old-log-prob forward on the mixed batch
+    removed, rows = _removed(processor, samples)
+    assert rows == [0, 2]
+    removed_lp, _, _ = _log_probs(actor, removed)  # an image-free micro-batch: needs the text-only patch
+    scratch_lp, _, _ = _log_probs(actor, [samples[3], agent_loop_row(processor, _messages(0), None, response)])
+    for lp in removed_lp:
+        torch.testing.assert_close(lp, scratch_lp[0], rtol=0, atol=1e-5)
+    # Text-only samples' old log-probs are unaffected by sharing the batch with image samples.
+    torch.testing.assert_close(old_lp[3], scratch_lp[0], rtol=0, atol=1e-5)
+
+
+def _brute_force_top_p_entropy(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    probs = torch.softmax(logits.double(), dim=-1)
+    sorted_probs, _ = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(-1) - sorted_probs
+    kept = torch.where(before < top_p, sorted_probs, torch.zeros_like(sorted_probs))
+    kept = kept / kept.sum(-1, keepdim=True)
+    return -(kept * torch.where(kept > 0, kept.log(), torch.zeros_like(kept))).sum(-1)
+
+
+@pytest.mark.parametrize("top_p,temperature", [(0.95, 1.0), (0.5, 0.7), (1.0, 1.0)])
+def test_engine_returns_truncated_entropy_of_the_sampled_distribution(
+    actor, processor, tiny_model_dir, top_p, temperature
+):
+    from verl.workers.utils.padding import response_from_nested
+
+    response = _response(processor, " red red blue green")
+    samples = [
+        agent_loop_row(processor, _messages(1), [_image((200, 30, 30))], response),
+        agent_loop_row(processor, _messages(0), None, response[:3]),
+    ]
+    _, output, batch = _log_probs(actor, samples, temperature=temperature, **{TRUNCATED_ENTROPY_TOP_P: top_p})
+    truncated = as_list(response_from_nested(output[TRUNCATED_ENTROPY], batch["response_mask"]))[:2]
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
+    for sample, got in zip(samples, truncated, strict=True):
+        inputs = {"input_ids": sample["input_ids"][None], **sample["multi_modal_inputs"]}
+        inputs.pop("images_seqlens", None)
+        # (4, 1, L): veRL's engine has patched the model class in this process to take its position ids.
+        inputs["position_ids"] = sample["position_ids"][:, None]
+        with torch.no_grad():
+            logits = model(**inputs).logits[0]
+        n = len(sample["responses"])
+        # Position t's logits predict token t + 1: the response is predicted by the n positions before its end.
+        reference = _brute_force_top_p_entropy(logits[-n - 1 : -1] / temperature, top_p)
+        torch.testing.assert_close(got.double(), reference, rtol=0, atol=2e-4)
+    if top_p == 1.0:
+        full = as_list(response_from_nested(output["entropy"], batch["response_mask"]))[:2]
+        for got, verl_entropy in zip(truncated, full, strict=True):
+            torch.testing.assert_close(got, verl_entropy, rtol=0, atol=1e-5)
+
+
+def test_engine_output_is_unchanged_without_the_request(actor, processor):
+    samples = [agent_loop_row(processor, _messages(1), [_image((1, 2, 3))], _response(processor))]
+    _, output, _ = _log_probs(actor, samples)
+    assert TRUNCATED_ENTROPY not in output.keys()
