@@ -175,7 +175,7 @@ def test_engine_returns_truncated_entropy_of_the_sampled_distribution(
         agent_loop_row(processor, _messages(0), None, response[:3]),
     ]
     _, output, batch = _log_probs(actor, samples, temperature=temperature, **{TRUNCATED_ENTROPY_TOP_P: top_p})
-    truncated = as_list(response_from_nested(output[TRUNCATED_ENTROPY], batch["response_mask"]))[:2]
+    truncated = as_list(output[TRUNCATED_ENTROPY])[:2]
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     for sample, got in zip(samples, truncated, strict=True):

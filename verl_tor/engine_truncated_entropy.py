@@ -3,9 +3,9 @@
 ToR's reasoning score (Eq. 5) is the entropy of the renormalized top-p set of each next-token distribution.
 Only the forward that computes the old log-probs has the logits, so we attach to veRL's FSDP engine
 (``FSDPEngineWithLMHead.prepare_model_outputs``): when a micro-batch carries the meta key
-``TRUNCATED_ENTROPY_TOP_P``, the engine's output gains a field ``TRUNCATED_ENTROPY`` laid out like veRL's own
-``entropy`` (a nested tensor over prompt + response of each sample), so that the trainer extracts the response
-part with veRL's ``response_from_nested``. Without the meta key nothing changes. The temperature is the one veRL
+``TRUNCATED_ENTROPY_TOP_P``, the engine's output gains a field ``TRUNCATED_ENTROPY``: a nested
+``(bsz, response_len)`` tensor aligned with the response tokens, like the old log-probs after veRL's
+``response_from_nested``. Without the meta key nothing changes. The temperature is the one veRL
 applies to the same logits (the rollout temperature), so the score describes the distribution that was sampled.
 """
 
@@ -43,8 +43,29 @@ def truncated_entropy_of_rows(logits: torch.Tensor, temperature: torch.Tensor, t
     return out
 
 
-def _truncated_entropy_nested(engine, output, output_args: dict, micro_batch, top_p: float) -> torch.Tensor:
-    """The truncated entropy of every position, as a nested ``(bsz, prompt + response)`` tensor like veRL's."""
+def _response_positions(micro_batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed positions whose logits predict the response tokens, and the response offsets.
+
+    Position t's logits predict token t + 1, so a response of n tokens ending at packed offset ``end`` is
+    predicted by positions ``[end - n - 1, end - 1)`` (the alignment of veRL's ``response_from_nested``).
+    """
+    seq_offsets = micro_batch["input_ids"].offsets()
+    response_lens = micro_batch["responses"].offsets().diff().to(seq_offsets.device)
+    response_offsets = torch.zeros(len(response_lens) + 1, dtype=torch.long, device=seq_offsets.device)
+    response_offsets[1:] = torch.cumsum(response_lens, 0)
+    starts = seq_offsets[1:] - response_lens - 1
+    # For the k-th response token of sample i: start_i + k, with k = flat index − response_offsets[i].
+    within = torch.arange(int(response_offsets[-1]), device=seq_offsets.device)
+    within = within - torch.repeat_interleave(response_offsets[:-1], response_lens)
+    return torch.repeat_interleave(starts, response_lens) + within, response_offsets
+
+
+def _truncated_entropy_of_responses(engine, output, output_args: dict, micro_batch, top_p: float) -> torch.Tensor:
+    """The truncated entropy at the response positions only, as a nested ``(bsz, response_len)`` tensor.
+
+    Image prompts are mostly vision tokens; scoring only the positions that predict response tokens keeps the
+    cost proportional to the response length.
+    """
     from verl.utils import tensordict_utils as tu
 
     if getattr(output, "logits", None) is None:
@@ -52,27 +73,31 @@ def _truncated_entropy_nested(engine, output, output_args: dict, micro_batch, to
             "tor.entropy_top_p < 1 needs the logits of the old-log-prob forward; fused kernels do not return them. "
             "Set actor_rollout_ref.model.use_fused_kernels=False or tor.entropy_top_p=1.0."
         )
-    cu_seqlens = micro_batch["input_ids"].offsets()
-    use_remove_padding = tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True)
-    if use_remove_padding:
-        logits = output.logits.squeeze(0)  # (total_nnz / sp + pad, V)
-        if hasattr(logits, "full_tensor"):  # tensor parallel: vocab-sharded DTensor
-            logits = logits.full_tensor()
-        entropy = truncated_entropy_of_rows(logits, output_args["temperature_rmpad"], top_p)
-        entropy = engine._gather_and_unpad_packed(entropy, output_args["pad_size"])
+    positions, response_offsets = _response_positions(micro_batch)
+    logits = output.logits
+    if hasattr(logits, "full_tensor"):  # tensor parallel: vocab-sharded DTensor
+        logits = logits.full_tensor()
+    if tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True):
+        logits = logits.squeeze(0)  # (total_nnz / sp + pad, V)
+        temperature = output_args["temperature_rmpad"]
+        if getattr(engine, "use_ulysses_sp", False):
+            # Each rank holds a slice of the packed sequence: score it all, gather, then pick the responses.
+            entropy = truncated_entropy_of_rows(logits, temperature, top_p)
+            entropy = engine._gather_and_unpad_packed(entropy, output_args["pad_size"])[positions]
+        else:
+            entropy = truncated_entropy_of_rows(logits[positions], temperature[positions], top_p)
     else:
-        logits = output.logits  # (bsz, max_len, V), right-padded
-        if hasattr(logits, "full_tensor"):
-            logits = logits.full_tensor()
-        lengths = cu_seqlens.diff().tolist()
-        temperature = output_args["temperature"].to(logits.device)
-        entropy = torch.cat(
-            [
-                truncated_entropy_of_rows(logits[i, :length], temperature[i].expand(length), top_p)
-                for i, length in enumerate(lengths)
-            ]
+        # (bsz, max_len, V), right-padded: sample i's packed position p is row p - offset_i of logits[i].
+        seq_offsets = micro_batch["input_ids"].offsets().to(positions.device)
+        sample = torch.repeat_interleave(
+            torch.arange(len(response_offsets) - 1, device=positions.device), response_offsets.diff()
         )
-    return torch.nested.nested_tensor_from_jagged(entropy, cu_seqlens)
+        rows = logits[sample, positions - seq_offsets[sample]]
+        temperature = output_args["temperature"].to(rows.device)[sample]
+        entropy = truncated_entropy_of_rows(rows, temperature, top_p)
+    return torch.nested.nested_tensor_from_jagged(
+        entropy, response_offsets, max_seqlen=int(response_offsets.diff().max()) if len(entropy) else 0
+    )
 
 
 def install(transformer_impl: ModuleType) -> None:
@@ -89,7 +114,7 @@ def install(transformer_impl: ModuleType) -> None:
         top_p = tu.get_non_tensor_data(data=micro_batch, key=TRUNCATED_ENTROPY_TOP_P, default=None)
         if top_p is not None:
             with torch.no_grad():
-                model_output[TRUNCATED_ENTROPY] = _truncated_entropy_nested(
+                model_output[TRUNCATED_ENTROPY] = _truncated_entropy_of_responses(
                     self, output, output_args, micro_batch, float(top_p)
                 )
         return model_output

@@ -37,8 +37,7 @@ from verl_tor.token_weights import ToRConfig, tor_token_weights
 logger = logging.getLogger(__name__)
 
 TRAINER_MODE = "tor_sync"
-# TransferQueue fields this trainer adds to each sample (response-aligned).
-TOR_ENTROPY = "tor_entropy"
+# TransferQueue fields this trainer adds to each sample (response-aligned), besides the engine's TRUNCATED_ENTROPY.
 VISUAL_SENSITIVITY = "tor_visual_sensitivity"
 TOKEN_WEIGHTS = "tor_weights"
 
@@ -182,16 +181,6 @@ class ToRTrainer(PPOTrainerSync):
         finally:
             # Later forwards of this step (ref, actor update) must not pay for the truncated entropy.
             batch.extra_info.pop(TRUNCATED_ENTROPY_TOP_P, None)
-        if truncated:
-            data = tq.kv_batch_get(
-                keys=batch.keys, partition_id=batch.partition_id, select_fields=[TRUNCATED_ENTROPY, "response_mask"]
-            )
-            entropy = response_from_nested(data[TRUNCATED_ENTROPY], data["response_mask"])
-            tq.kv_batch_put(
-                keys=batch.keys,
-                partition_id=batch.partition_id,
-                fields=TensorDict({TOR_ENTROPY: entropy}, batch_size=len(batch)),
-            )
         with marked_timer("tor_counterfactual", self.timing_raw, color="purple"):
             self._compute_visual_sensitivity(batch, metrics)
         return batch
@@ -252,7 +241,7 @@ class ToRTrainer(PPOTrainerSync):
         batch = super()._compute_advantage(batch, metrics)
         if not self.tor_enabled:
             return batch
-        entropy_field = TOR_ENTROPY if self.tor.entropy_top_p < 1.0 else "entropy"
+        entropy_field = TRUNCATED_ENTROPY if self.tor.entropy_top_p < 1.0 else "entropy"
         fields = ["advantages", "response_mask", entropy_field, VISUAL_SENSITIVITY]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         advantages, weights, tor_metrics = reweight_advantages(

@@ -166,16 +166,18 @@ def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4, se
     return model
 
 
-def build_tiny_qwen25vl(out_dir: str, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0) -> str:
+def build_tiny_qwen25vl(
+    out_dir: str, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0, max_pixels: int = 224 * 224
+) -> str:
     """Build and save tokenizer, processor and model to ``out_dir``; returns ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
+    processor = build_processor(tokenizer, max_pixels=max_pixels)
     model = build_model(tokenizer, hidden=hidden, layers=layers, heads=heads, seed=seed)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     with open(os.path.join(out_dir, "tiny_model.json"), "w") as f:
-        json.dump({"hidden": hidden, "layers": layers, "heads": heads, "seed": seed}, f)
+        json.dump({"hidden": hidden, "layers": layers, "heads": heads, "seed": seed, "max_pixels": max_pixels}, f)
     return out_dir
 
 
@@ -186,9 +188,12 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-pixels", type=int, default=224 * 224, help="largest image area the processor keeps")
     args = parser.parse_args()
     start = time.perf_counter()
-    build_tiny_qwen25vl(args.out, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
+    build_tiny_qwen25vl(
+        args.out, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed, max_pixels=args.max_pixels
+    )
     print(f"tiny Qwen2.5-VL written to {args.out} in {time.perf_counter() - start:.1f}s")
 
 
