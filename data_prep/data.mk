@@ -1,1 +1,14 @@
-# Data preparation targets (included by the top-level Makefile).
+# Data preparation targets (included by the top-level Makefile): public Hugging Face datasets -> veRL RL parquet.
+# Each dataset lands in $(DATA_ROOT)/<name>/<split>.parquet with a manifest.json; see data_prep/README.md.
+# DATA_ARGS is passed to every converter, e.g. DATA_ARGS="--revision <commit>".
+DATA_ARGS ?=
+DATA_TRAIN_SETS := geo3k virl39k mmk12
+DATA_EVAL_SETS := mathverse mathvision mathvista wemath hallusionbench dynamath logicvista
+DATA_TARGETS := $(addprefix data-,$(DATA_TRAIN_SETS) $(DATA_EVAL_SETS))
+
+.PHONY: data-eval $(DATA_TARGETS)
+
+$(DATA_TARGETS): data-%: install
+	$(PY) -m data_prep.$* --local_save_dir $(DATA_ROOT)/$* $(DATA_ARGS)
+
+data-eval: $(addprefix data-,$(DATA_EVAL_SETS))

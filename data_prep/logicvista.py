@@ -1,0 +1,42 @@
+"""LogicVista as veRL RL data: ``python -m data_prep.logicvista --local_save_dir DIR [--local_dataset_path PATH]``.
+
+Dataset ``lscpku/LogicVista``, split ``test`` (448 rows; hub ``main``, targeted 2026-11). Verified from public
+evaluation code (PAPO, VPPO and veRL-style converters): columns ``question`` (options written in the text),
+``answer`` (a letter such as ``C``, or several such as ``A, C``), ``reasoning``, ``image``, ``skill``,
+``broad_capability``, ``specific_capability``, ``imagesource``, ``sourcelink``, ``liscenced``, ``id``. Since some
+questions have several correct options, every prompt says how to give more than one letter.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
+
+
+def to_problem(row: Mapping[str, Any]) -> Problem:
+    question, answer = question_and_answer(row, "question", "answer")
+    return inline_choice_problem(
+        question,
+        answer,
+        as_images(row["image"]),
+        source_id=str(row.get("id") or ""),
+        answer_hint="If several options are correct, give all their letters separated by commas, e.g. \\boxed{A, C}.",
+        subset=str(row.get("skill") or ""),
+        details={
+            "broad_capability": row.get("broad_capability"),
+            "specific_capability": row.get("specific_capability"),
+        },
+    )
+
+
+SPEC = DatasetSpec(
+    name="logicvista",
+    hub_id="lscpku/LogicVista",
+    splits=("test",),
+    required_columns=("question", "answer", "image"),
+    to_problem=to_problem,
+    id_column="id",
+)
+
+if __name__ == "__main__":
+    main(SPEC)
