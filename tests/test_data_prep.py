@@ -118,6 +118,12 @@ def build_virl39k(root: Path):
         ("<image> and <image>: which is larger?", "\\boxed{\\frac{1}{2}}", ["images/Processed-2-0.jpg"] * 2, "q2"),
         ("<image>Missing file.", "\\boxed{3}", ["images/Processed-9-0.jpg"], "q3"),
         ("<image>Unbalanced answer.", "\\boxed{\\left\\{x\\right.", ["images/Processed-3-0.jpg"], "q4"),
+        (
+            "Which of the two plots grows faster?",
+            "\\boxed{2}",
+            ["images/Processed-3-0.jpg", "images/Processed-0-0.jpg"],
+            "q5",
+        ),
     ]
     table = pa.table(
         {
@@ -132,7 +138,14 @@ def build_virl39k(root: Path):
         }
     )
     pq.write_table(table, path / "39Kv1.parquet")
-    expected = {"train": [("17^\\circ", FF, 1, []), ("B", MC, 1, ["1", "2", "3"]), ("\\frac{1}{2}", FF, 2, [])]}
+    expected = {
+        "train": [
+            ("17^\\circ", FF, 1, []),
+            ("B", MC, 1, ["1", "2", "3"]),
+            ("\\frac{1}{2}", FF, 2, []),
+            ("2", FF, 2, []),  # no placeholders in the question: one per image is prepended
+        ]
+    }
     return path, [], expected, {"train": {IMAGE_NOT_FOUND: 1, MISSING_ANSWER: 1}}
 
 
