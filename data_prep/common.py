@@ -208,21 +208,17 @@ def listed_choice_problem(
     question: str, answer: str, choices: Sequence[str], images: Sequence[Any], **fields: Any
 ) -> Problem:
     """A problem whose options come apart from the question: listed in the prompt; none means free-form."""
+    fields.setdefault("source_answer", answer)
     if not choices:
-        return Problem(question, images, answer, FREE_FORM, **{"source_answer": answer, **fields})
+        return Problem(question, images, answer, FREE_FORM, **fields)
     return Problem(
-        question,
-        images,
-        choice_letter(answer, choices),
-        MULTIPLE_CHOICE,
-        choices=choices,
-        show_choices=True,
-        **{"source_answer": answer, **fields},
+        question, images, choice_letter(answer, choices), MULTIPLE_CHOICE, choices=choices, show_choices=True, **fields
     )
 
 
 def inline_choice_problem(question: str, answer: str, images: Sequence[Any], **fields: Any) -> Problem:
     """A problem whose options, if any, the question lists itself: a letter answer is multiple choice."""
+    fields.setdefault("source_answer", answer)
     letters = option_letters(answer)
     return Problem(
         question=question,
@@ -230,7 +226,7 @@ def inline_choice_problem(question: str, answer: str, images: Sequence[Any], **f
         answer=answer if letters is None else letters,
         answer_type=FREE_FORM if letters is None else MULTIPLE_CHOICE,
         choices=parse_choices(question),
-        **{"source_answer": answer, **fields},
+        **fields,
     )
 
 
@@ -246,10 +242,8 @@ class ImageStore:
         self._members: dict[str, tuple[zipfile.ZipFile, str]] | None = None
 
     def read(self, path: str) -> bytes:
-        candidate = Path(path)
-        if not candidate.is_absolute() and self._root is not None:
-            candidate = self._root / path
-        if candidate.is_file():
+        candidate = Path(path) if Path(path).is_absolute() else None if self._root is None else self._root / path
+        if candidate is not None and candidate.is_file():
             return candidate.read_bytes()
         member = self._archive_members().get(path.removeprefix("./"))
         if member is None:
@@ -324,9 +318,9 @@ def _load_local_split(path: Path, split: str, single_split: bool) -> datasets.Da
         return splits[split]
     if (path / "state.json").is_file():
         return datasets.load_from_disk(str(path))
-    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
     if path.is_file() and path.suffix != ".parquet":
         raise DataPrepError(f"{path} is neither a parquet file nor a dataset folder")
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
     chosen = [file for file in files if _names_split(file, path, split)]
     if not chosen and single_split:
         chosen = files

@@ -42,8 +42,11 @@ from data_prep.common import (
     PLACEHOLDER_MISMATCH,
     UNREADABLE_IMAGE,
     DataPrepError,
+    ImageStore,
+    SkipRow,
     choice_letter,
     convert_dataset,
+    image_bytes,
     option_letters,
     parse_choices,
     sha256_of,
@@ -655,3 +658,25 @@ def test_choices_and_letters_are_parsed_from_source_formats():
     assert choice_letter("B", ["145°", "35°"]) == "B"
     assert unbox("\\boxed{17^\\circ}") == "17^\\circ"
     assert unbox("17") == "17"
+
+
+def test_image_files_are_found_by_path_in_folders_and_archives(tmp_path, monkeypatch):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(encoded(1))
+    with zipfile.ZipFile(tmp_path / "more.zip", "w") as archive:
+        archive.writestr("ViRL39K/images/b.jpg", encoded(2, "JPEG"))
+    store = ImageStore(tmp_path)
+    assert image_bytes("images/a.png", store) == encoded(1)
+    assert image_bytes({"bytes": None, "path": "./images/b.jpg"}, store) == encoded(2, "JPEG")
+    assert image_bytes(drawn(3), store)[:4] == b"\x89PNG"
+    with pytest.raises(SkipRow) as missing:
+        image_bytes("images/c.png", store)
+    assert missing.value.reason == IMAGE_NOT_FOUND
+    # Without a dataset folder a relative path means nothing, even if the working directory has such a file.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SkipRow) as unrooted:
+        image_bytes("images/a.png", ImageStore(None))
+    assert unrooted.value.reason == IMAGE_NOT_FOUND
+    with pytest.raises(SkipRow) as broken:
+        image_bytes(encoded(1)[:40], store)
+    assert broken.value.reason == UNREADABLE_IMAGE
