@@ -65,8 +65,9 @@ def cpu_overrides(
         "trainer.n_gpus_per_node=1",
         "trainer.nnodes=1",
         "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.actor.fsdp_config.dtype=float32",
-        "actor_rollout_ref.ref.fsdp_config.dtype=float32",
+        # The engine's autocast dtype is mixed_precision.param_dtype (default bf16), not fsdp_config.dtype.
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+        "+actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32",
         "actor_rollout_ref.actor.use_torch_compile=false",
         "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
         "actor_rollout_ref.ref.fsdp_config.use_torch_compile=false",
