@@ -134,7 +134,7 @@ def test_format_weight_outside_unit_interval_is_rejected():
 def test_hostile_responses_score_zero_quickly(response):
     start = time.monotonic()
     result = compute_score("any", response, "1")
-    assert result["acc"] == 0.0 and result["score"] <= 0.1
+    assert result["acc"] == 0.0 and result["score"] <= 0.1 and len(result["pred"]) <= 400
     assert time.monotonic() - start < 5.0
 
 

@@ -23,7 +23,8 @@ in a small pool of grader processes (``python -m verl_tor.rewards --grading-work
 mathruler's own timeouts work (main thread), and the caller kills a grader that misses a hard deadline
 (``grading_timeout_s``) and counts the answer wrong. Inputs are bounded before parsing: only the last
 ``MAX_TAIL_CHARS`` characters are searched for ``\\boxed{}``, and a prediction longer than ``MAX_ANSWER_CHARS`` or
-nested deeper than ``MAX_BRACE_DEPTH`` braces is wrong without parsing. No input raises; a missing answer scores 0.
+nested deeper than ``MAX_BRACE_DEPTH`` braces is wrong without parsing. No response raises (only an invalid
+setting such as ``format_weight=2`` does); a missing answer scores 0. ``pred`` is cut to ``MAX_ANSWER_CHARS``.
 
 veRL configuration (keys verified in veRL 0.9.1 ``trainer/config/reward/reward.yaml`` and
 ``trainer/ppo/reward.py::get_custom_reward_fn``)::
@@ -105,7 +106,8 @@ def compute_score(
     grader = _Grader(grading_timeout_s, grading_processes)
     acc = 1.0 if pred and gold and grader.is_correct(pred, gold, answer_type, choices) else 0.0
     fmt = 1.0 if has_reasoning_format(response) else 0.0
-    return {"score": (1.0 - format_weight) * acc + format_weight * fmt, "acc": acc, "format": fmt, "pred": pred}
+    score = (1.0 - format_weight) * acc + format_weight * fmt
+    return {"score": score, "acc": acc, "format": fmt, "pred": pred[:MAX_ANSWER_CHARS]}
 
 
 def infer_answer_type(ground_truth: str) -> str:
