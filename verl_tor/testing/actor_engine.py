@@ -25,25 +25,14 @@ def compose_ppo_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="ppo_trainer", overrides=overrides)
 
 
-def actor_overrides(model_path: str, micro_batch_size: int = 4, on_cpu: bool = True) -> list[str]:
-    """Overrides for a single-process actor on ``model_path`` (CPU: fsdp2, sdpa, fp32, no remove-padding)."""
-    overrides = [
-        f"actor_rollout_ref.model.path={model_path}",
+def actor_overrides(model_path: str, micro_batch_size: int = 4) -> list[str]:
+    """The CPU run's overrides (``cpu_overrides``: fsdp2, sdpa, fp32, no remove-padding) for ``model_path``."""
+    from verl_tor.testing.cpu_overrides import cpu_overrides
+
+    return cpu_overrides(model_path, data_dir=".", output_dir=".") + [
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro_batch_size}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro_batch_size}",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
-        "actor_rollout_ref.actor.use_torch_compile=false",
-        "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
     ]
-    if on_cpu:
-        overrides += [
-            "actor_rollout_ref.actor.strategy=fsdp2",
-            "actor_rollout_ref.model.use_remove_padding=false",
-            "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-            "actor_rollout_ref.actor.fsdp_config.model_dtype=fp32",
-            "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
-        ]
-    return overrides
 
 
 def init_single_process_group() -> None:
