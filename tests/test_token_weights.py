@@ -126,10 +126,10 @@ def test_higher_scores_win_over_lower_index_ties():
 
 @pytest.mark.parametrize(
     "fraction, n, expected",
-    [(0.3, 10, 3), (0.7, 10, 7), (0.1, 10, 1), (0.1, 30, 3), (0.3, 1, 1), (0.3, 3, 1), (0.3, 100, 30), (1.0, 7, 7)],
+    [(0.07, 100, 7), (0.14, 50, 7), (0.28, 25, 7), (0.56, 25, 14), (0.3, 10, 3), (0.3, 1, 1), (0.3, 3, 1), (1.0, 7, 7)],
 )
 def test_budget_is_an_exact_ceiling_despite_float_rounding(fraction, n, expected):
-    # 0.3 * 10 == 3.0000000000000004 and 0.1 * 30 == 3.0000000000000004 in floats: a naive ceil would give 4.
+    # In floats 0.07 * 100 == 7.000000000000001 and 0.28 * 25 == 7.000000000000001: a naive ceil gives 8.
     scores = torch.arange(n, 0, -1).float()
     selected = select_top_fraction(scores, torch.ones(n, dtype=torch.bool), fraction)
     assert int(selected.sum()) == expected
@@ -440,6 +440,13 @@ def test_boundary_token_that_crosses_top_p_is_kept():
     assert truncated_entropy(logits, 0.45).item() == 0.0  # 0.5 alone reaches 0.45
     assert truncated_entropy(logits, 0.6).item() == pytest.approx(two_tokens)  # 0.5 < 0.6: 0.3 crosses it, kept
     assert truncated_entropy(logits, 0.79).item() == pytest.approx(two_tokens)
+
+
+def test_token_after_a_prefix_that_exactly_reaches_top_p_is_dropped():
+    uniform_over_four = torch.tensor([[0.0, 0.0, 0.0, 0.0, -float("inf")]])  # p = 0.25 each, exactly
+    assert truncated_entropy(uniform_over_four, 0.5).item() == pytest.approx(math.log(2))
+    assert truncated_entropy(uniform_over_four, 0.500001).item() == pytest.approx(math.log(3))
+    assert truncated_entropy(uniform_over_four, 0.25).item() == 0.0
 
 
 def test_top_p_one_is_the_full_entropy_with_and_without_masked_vocabulary():

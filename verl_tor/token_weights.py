@@ -266,28 +266,40 @@ def truncated_entropy(logits: torch.Tensor, top_p: float, chunk_size: int = 1024
 def _full_entropy(logits: torch.Tensor) -> torch.Tensor:
     """`[n, V]` → `[n]`: H = log s − Σ x log x / s with x = e^(z−max), s = Σ x.
 
-    Equal to veRL's `logsumexp(z) − Σ softmax(z)·z`, but both terms are sums of same-sign values accumulated in
-    float64, so no cancellation (veRL's float32 form is off by ~1e-4 on spread rows at V = 151,936), and −inf
-    logits give 0 (x log x = 0 at x = 0), not NaN.
+    Equal to veRL's `logsumexp(z) − Σ softmax(z)·z`, but both terms are sums of same-sign values, so there is no
+    cancellation (veRL's float32 form is off by ~1e-4 on spread rows at V = 151,936).
     """
-    unnormalized = (logits - logits.amax(dim=-1, keepdim=True)).exp_()
-    normalizer = unnormalized.sum(dim=-1, dtype=torch.float64)
-    return normalizer.log() - torch.xlogy(unnormalized, unnormalized).sum(dim=-1, dtype=torch.float64) / normalizer
+    shifted = _clamp_log_zero(logits - logits.amax(dim=-1, keepdim=True))
+    unnormalized = shifted.exp()
+    normalizer = unnormalized.sum(dim=-1).double()
+    return normalizer.log() - (unnormalized * shifted).sum(dim=-1).double() / normalizer
+
+
+def _clamp_log_zero(shifted: torch.Tensor) -> torch.Tensor:
+    """Clamps shifted logits z − max (in place) to ≥ −10⁴: e^−10⁴ is 0 in float32 like e^−∞, but x·log x becomes
+    0·(−10⁴) = 0 instead of 0·(−∞) = NaN for −inf logits (masked vocabulary)."""
+    return shifted.clamp_(min=-1e4)
 
 
 def _top_p_entropy(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """`[n, V]` float32 → `[n]`: top-p entropy, from the top-k logits where they suffice, else by histogram."""
-    max_logit = logits.amax(dim=-1, keepdim=True)
-    # log s, s = Σ e^(z−max) summed in float64: log p = (z − max) − log s is then accurate to ~1e-7, which keeps
-    # the cumulative masses compared with top_p accurate (an error there moves the set's boundary by a token).
-    log_normalizer = (logits - max_logit).exp_().sum(dim=-1, keepdim=True, dtype=torch.float64).log_()
     top_logits = torch.topk(logits, min(_FAST_PATH_TOP_K, logits.shape[-1]), dim=-1).values
+    max_logit = top_logits[:, :1]
+    # log p = (z − max) − log s with s = Σ e^(z−max): keeping the max apart keeps log p accurate to ~1e-7 (log s is
+    # small), where logsumexp's float32 rounding (~2e-6 at 20) would shift the cumulative masses compared with
+    # top_p enough to move the set's boundary by a token now and then.
+    unnormalized = (logits - max_logit).exp_()
+    log_normalizer = unnormalized.sum(dim=-1, keepdim=True).double().log()
     top_log_probs = (top_logits - max_logit).double() - log_normalizer
     no_mass_before = torch.zeros(logits.shape[0], dtype=torch.float64, device=logits.device)
     entropy, complete = _prefix_entropy(top_log_probs, top_p, no_mass_before, no_mass_before)
     if not bool(complete.all()):
         spread = (~complete).nonzero().squeeze(1)
-        entropy[spread] = _bucketed_top_p_entropy(logits[spread], max_logit[spread], log_normalizer[spread], top_p)
+        if spread.numel() < logits.shape[0]:  # indexing copies: skip it when every row needs the fallback
+            logits, max_logit, unnormalized, log_normalizer = (
+                tensor[spread] for tensor in (logits, max_logit, unnormalized, log_normalizer)
+            )
+        entropy[spread] = _bucketed_top_p_entropy(logits - max_logit, unnormalized, log_normalizer, top_p)
     return entropy.float()
 
 
@@ -317,28 +329,28 @@ def _prefix_entropy(
 
 
 def _bucketed_top_p_entropy(
-    logits: torch.Tensor, max_logit: torch.Tensor, log_normalizer: torch.Tensor, top_p: float
+    shifted: torch.Tensor, unnormalized: torch.Tensor, log_normalizer: torch.Tensor, top_p: float
 ) -> torch.Tensor:
     """`[n, V]` → `[n]` float64 top-p entropy of rows whose top-p set is large, without sorting them.
 
     Bucket b holds the logits in (max − (b+1)·width, max − b·width]. The bucket index never increases with the
     logit, so the buckets are consecutive runs of the sorted vocabulary: the cumulative bucket masses show the
     bucket where the top-p set ends, every bucket before it is wholly in the set, and only that bucket's tokens
-    need ordering (a top-k over them).
+    need ordering (a top-k over the tokens not in earlier buckets, k = the bucket's size).
 
     Args:
-        logits: `[n, V]` float32.
-        max_logit: `[n, 1]` float32 max over the row.
-        log_normalizer: `[n, 1]` float64 log Σ e^(z−max).
+        shifted: `[n, V]` float32 z − max, so log p = shifted − log_normalizer (overwritten).
+        unnormalized: `[n, V]` float32 x = e^shifted.
+        log_normalizer: `[n, 1]` float64 log s, s = Σ x.
         top_p: the nucleus mass p.
     """
-    shifted = logits - max_logit  # log p = shifted − log_normalizer
+    shifted = _clamp_log_zero(shifted)
     bucket = shifted.mul(-_FALLBACK_BUCKETS / _FALLBACK_RANGE_NATS).clamp_(max=_FALLBACK_BUCKETS - 1).long()
-    # Buckets sum e^(z−max) ∈ (0, 1] in float32; normalizing afterwards in float64 keeps the masses accurate.
-    unnormalized = shifted.exp()
-    zeros = torch.zeros(logits.shape[0], _FALLBACK_BUCKETS, dtype=logits.dtype, device=logits.device)
+    # Buckets sum x ∈ [0, 1] in float32; normalizing the sums afterwards in float64 keeps the masses accurate.
+    zeros = torch.zeros(shifted.shape[0], _FALLBACK_BUCKETS, dtype=shifted.dtype, device=shifted.device)
     bucket_unnormalized = zeros.scatter_add(1, bucket, unnormalized).double()
-    bucket_x_log_x = zeros.scatter_add(1, bucket, torch.xlogy(unnormalized, unnormalized)).double()
+    bucket_x_log_x = zeros.scatter_add(1, bucket, unnormalized * shifted).double()
+    bucket_size = zeros.scatter_add(1, bucket, torch.ones_like(zeros[:1, :1]).expand(bucket.shape))
     normalizer = log_normalizer.exp()
     bucket_mass = bucket_unnormalized / normalizer
     # Σ p log p with p = x / s: (Σ x log x − log s · Σ x) / s.
@@ -350,8 +362,10 @@ def _bucketed_top_p_entropy(
     mass_before = (mass_through - bucket_mass).gather(1, boundary).squeeze(1)
     plogp_before = (bucket_plogp.cumsum(dim=-1) - bucket_plogp).gather(1, boundary).squeeze(1)
 
-    in_boundary = bucket == boundary
-    boundary_size = int(in_boundary.sum(dim=-1).max())
-    sorted_boundary = torch.topk(shifted.masked_fill_(~in_boundary, float("-inf")), boundary_size, dim=-1).values
+    # Past the earlier buckets, the largest tokens are the boundary bucket's, in order; where a row's bucket is
+    # smaller than k, the next buckets' tokens follow and `_prefix_entropy` leaves them out (the set has ended).
+    boundary_size = int(bucket_size.gather(1, boundary).max())
+    remaining = shifted.masked_fill_(bucket < boundary, float("-inf"))
+    sorted_boundary = torch.topk(remaining, boundary_size, dim=-1).values
     entropy, _ = _prefix_entropy(sorted_boundary.double() - log_normalizer, top_p, mass_before, plogp_before)
     return entropy
