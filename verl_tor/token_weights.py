@@ -86,7 +86,8 @@ class ToRConfig:
         `ValueError` naming it, so a typo in a YAML override cannot be silently ignored.
         """
         fields = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(str(key) for key in section.keys() if key not in fields and key not in set(ignore))
+        ignored = set(ignore)
+        unknown = sorted(str(key) for key in section.keys() if key not in fields and key not in ignored)
         if unknown:
             names = ", ".join(f"tor.{key}" for key in unknown)
             raise ValueError(f"unknown ToR option(s) {names}; valid options: {', '.join(sorted(fields))}")
@@ -94,9 +95,9 @@ class ToRConfig:
 
 
 def _top_count(fraction: float, n: int) -> int:
-    """⌈fraction·n⌉, exactly: `fraction` is read as the decimal it prints as, so ⌈0.3·10⌉ = 3, not 4.
+    """⌈fraction·n⌉, exactly: `fraction` is read as the decimal it prints as, so ⌈0.07·100⌉ = 7, not 8.
 
-    In floats 0.3·10 = 3.0000000000000004; `Fraction(repr(0.3))` is exactly 3/10.
+    In floats 0.07·100 = 7.000000000000001; `Fraction(repr(0.07))` is exactly 7/100.
     """
     return math.ceil(Fraction(repr(float(fraction))) * n)
 
