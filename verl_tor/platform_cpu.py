@@ -7,7 +7,9 @@ is selected, the few work-arounds that veRL's trainer needs to run on it:
 - the FSDP engine registered for device ``cpu`` in ``EngineRegistry`` (veRL registers it for cuda/npu only);
 - ``initialize_global_process_group_ray`` defaults to ``cpu:gloo`` (veRL builds ``cpu:gloo,cpu:gloo``, which
   torch rejects);
-- ``ResourcePoolManager._check_resource_available`` counts logical CPUs (veRL counts only GPUs/NPUs).
+- ``ResourcePoolManager._check_resource_available`` counts logical CPUs (veRL counts only GPUs/NPUs);
+- the V1 replay buffer polls TransferQueue every 0.2 s instead of 2 s (its constructor default, which the trainer
+  config cannot set; on a tiny model it rounds every generation phase up to 2 s).
 
 The platform class is always registered (harmless: it never wins auto-detection), everything else only when
 ``VERL_PLATFORM=cpu``, so GPU runs are untouched. Use it with ``strategy=fsdp2``, ``attn_implementation=sdpa`` and
@@ -16,6 +18,8 @@ The platform class is always registered (harmless: it never wins auto-detection)
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 from contextlib import contextmanager
@@ -33,6 +37,8 @@ PLATFORM_NAME = "cpu"
 ENGINE_MODULE = "verl.workers.engine.fsdp.transformer_impl"
 DISTRIBUTED_MODULE = "verl.utils.distributed"
 RAY_BASE_MODULE = "verl.single_controller.ray.base"
+REPLAY_BUFFER_MODULE = "verl.trainer.ppo.v1.replay_buffer"
+REPLAY_POLL_INTERVAL_S = 0.2
 
 
 def cpu_platform_selected() -> bool:
@@ -238,6 +244,24 @@ def _count_cpus_in_resource_check(ray_base: ModuleType) -> None:
     manager_cls._check_resource_available = _check_resource_available
 
 
+def _shorten_replay_buffer_poll(replay_buffer: ModuleType) -> None:
+    """``ReplayBuffer`` sleeps ``poll_interval`` (2 s by default) between looks at TransferQueue while it waits for
+    a batch; the trainer never passes the argument. A poll that an explicit argument sets is left alone."""
+    buffer_cls = replay_buffer.ReplayBuffer
+    original = buffer_cls.__init__
+    if getattr(original, "_verl_tor_patched", False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        if "poll_interval" not in inspect.signature(original).bind(self, *args, **kwargs).arguments:
+            kwargs["poll_interval"] = REPLAY_POLL_INTERVAL_S
+        original(self, *args, **kwargs)
+
+    __init__._verl_tor_patched = True
+    buffer_cls.__init__ = __init__
+
+
 def register() -> None:
     """Register the ``cpu`` platform; with ``VERL_PLATFORM=cpu`` also attach the CPU work-arounds (idempotent)."""
     if PlatformRegistry.get(PLATFORM_NAME) is not PlatformCPU:
@@ -252,3 +276,4 @@ def register() -> None:
     call_after_import(ENGINE_MODULE, _register_fsdp_engine)
     call_after_import(DISTRIBUTED_MODULE, _default_gloo_process_group)
     call_after_import(RAY_BASE_MODULE, _count_cpus_in_resource_check)
+    call_after_import(REPLAY_BUFFER_MODULE, _shorten_replay_buffer_poll)

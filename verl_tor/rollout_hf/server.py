@@ -14,6 +14,7 @@ banned ids excluded (T = 1 for greedy), i.e. what the actor computes at the roll
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Generator, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from torch.distributed.device_mesh import DeviceMesh
 from verl.plugin.platform import get_platform
 from verl.utils.config import omega_conf_to_dataclass
@@ -37,6 +39,8 @@ from verl_tor.rollout_hf import ROLLOUT_NAME
 logger = logging.getLogger(__name__)
 
 VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
+# How long the server waits after a request for concurrent ones before sampling them together.
+BATCH_WINDOW_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class HFRolloutOptions:
 
     suppress_vision_tokens: bool = False
     """Also never sample ``<|vision_start|>``/``<|vision_end|>``/``<|vision_pad|>`` (a random model does)."""
+    max_batch_size: int = 64
+    """At most this many requests are sampled in one ``generate`` call."""
 
     @classmethod
     def from_config(cls, config: RolloutConfig) -> HFRolloutOptions:
@@ -70,6 +76,14 @@ def max_new_tokens(config: RolloutConfig, prompt_length: int, sampling_params: d
     return max(1, min(budget, room))
 
 
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    images: list[Any] | None
+    sampling_params: dict[str, Any]
+    future: asyncio.Future
+
+
 def _server_name(replica_rank: int, name_suffix: str = "", role: str = "") -> str:
     return f"{ROLLOUT_NAME}_server_{role}{replica_rank}{name_suffix}"
 
@@ -82,12 +96,8 @@ class HFRolloutServer:
         config: RolloutConfig | Any,
         model_config: HFModelConfig | Any,
         replica_rank: int = 0,
-        visible_devices: str | None = None,
     ) -> None:
-        if visible_devices is not None:
-            # Same device as the training worker of this replica (set before torch touches the accelerator).
-            os.environ[get_platform().visible_devices_envvar()] = visible_devices
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, GenerationConfig
 
         self.config: RolloutConfig = omega_conf_to_dataclass(config)
         self.model_config: HFModelConfig = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
@@ -109,10 +119,14 @@ class HFRolloutServer:
             trust_remote_code=True,
         ).to(self.device)
         self.model.eval()
+        # Sample only with what veRL asks for, never with the checkpoint's generation defaults.
+        self.model.generation_config = GenerationConfig()
         self.banned_token_ids = self._banned_token_ids()
         self._banned = torch.tensor(self.banned_token_ids, dtype=torch.long, device=self.device)
         self.eos_token_ids = self._eos_token_ids()
         torch.manual_seed(self.config.seed + replica_rank)
+        self._queue: list[_Request] = []
+        self._server_task: asyncio.Task | None = None
 
     def _banned_token_ids(self) -> list[int]:
         banned = set(get_vision_placeholder_token_ids(self.processor)) if self.processor is not None else set()
@@ -129,33 +143,56 @@ class HFRolloutServer:
             eos = self.tokenizer.eos_token_id
         return [eos] if isinstance(eos, int) else list(eos)
 
-    def _model_inputs(self, prompt_ids: list[int], images: Sequence[Any] | None) -> dict[str, torch.Tensor]:
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    def _model_inputs(self, prompts: Sequence[tuple[list[int], Sequence[Any] | None]]) -> dict[str, torch.Tensor]:
+        """Left-padded ids and mask, plus pixels for every image of the batch in order."""
+        width = max(len(ids) for ids, _ in prompts)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, (ids, _) in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        images = [image for _, prompt_images in prompts for image in prompt_images or []]
         if images:
-            # prompt_ids already hold the expanded <|image_pad|> runs; the model needs the matching pixels.
-            inputs.update(self.processor.image_processor(images=list(images), return_tensors="pt"))
+            # The prompts already hold the expanded <|image_pad|> runs; the model needs the matching pixels.
+            inputs.update(self.processor.image_processor(images=images, return_tensors="pt"))
         if self.processor is not None and hasattr(self.processor, "create_mm_token_type_ids"):
             # transformers 5 computes Qwen-VL rope indices from these token types.
-            inputs["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids([prompt_ids]))
+            inputs["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids(input_ids.tolist()))
         return {name: value.to(self.device) for name, value in inputs.items()}
 
+    def _sampling_key(self, prompt_length: int, sampling_params: dict[str, Any]) -> tuple:
+        """Requests with equal keys are sampled in one ``generate`` call."""
+        return (
+            float(sampling_params.get("temperature", 1.0)),
+            float(sampling_params.get("top_p", 1.0)),
+            int(sampling_params.get("top_k", -1)),
+            float(sampling_params.get("repetition_penalty", 1.0)),
+            max_new_tokens(self.config, prompt_length, sampling_params),
+        )
+
     @torch.no_grad()
-    def generate_tokens(
-        self, prompt_ids: list[int], sampling_params: dict[str, Any], images: Sequence[Any] | None = None
-    ) -> tuple[list[int], list[float]]:
-        """Sample one response; returns its token ids (with EOS when it stopped there) and their log-probs."""
+    def generate_batch(
+        self, prompts: Sequence[tuple[list[int], Sequence[Any] | None]], sampling_params: dict[str, Any]
+    ) -> list[tuple[list[int], list[float]]]:
+        """Sample one response per (prompt ids, images); returns token ids (with EOS where a response stopped
+        there) and their log-probs. The response budget is the smallest of the prompts' budgets."""
         from transformers import GenerationConfig
 
         temperature = float(sampling_params.get("temperature", 1.0))
         greedy = temperature <= 0
         top_k = int(sampling_params.get("top_k", -1))
+        budget = min(max_new_tokens(self.config, len(ids), sampling_params) for ids, _ in prompts)
+        # Unset values fall back to transformers' defaults (top_k 50): give every sampling value; top_k 0 is off.
+        sampling = {}
+        if not greedy:
+            sampling = {"temperature": temperature, "top_p": float(sampling_params.get("top_p", 1.0))}
+            sampling["top_k"] = max(top_k, 0)
         generation_config = GenerationConfig(
-            max_new_tokens=max_new_tokens(self.config, len(prompt_ids), sampling_params),
+            max_new_tokens=budget,
             do_sample=not greedy,
-            temperature=1.0 if greedy else temperature,
-            top_p=float(sampling_params.get("top_p", 1.0)),
-            top_k=top_k if top_k > 0 else 0,
+            **sampling,
             repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0)),
             suppress_tokens=self.banned_token_ids or None,
             eos_token_id=None if self.config.ignore_eos else self.eos_token_ids,
@@ -163,14 +200,46 @@ class HFRolloutServer:
             return_dict_in_generate=True,
             output_logits=True,
         )
-        inputs = self._model_inputs(prompt_ids, images)
+        inputs = self._model_inputs(prompts)
         output = self.model.generate(**inputs, generation_config=generation_config)
-        token_ids = output.sequences[0, len(prompt_ids) :]
-        logits = torch.stack(output.logits, dim=1)[0].float()  # (new tokens, vocab), before any processor
-        logits[:, self._banned] = float("-inf")
+        sequences = output.sequences[:, inputs["input_ids"].shape[1] :]
+        logits = torch.stack(output.logits, dim=1).float()  # (batch, new tokens, vocab), before any processor
+        logits[..., self._banned] = float("-inf")
         log_probs = torch.log_softmax(logits / (1.0 if greedy else temperature), dim=-1)
-        log_probs = log_probs.gather(-1, token_ids[:, None])[:, 0]
-        return token_ids.tolist(), log_probs.tolist()
+        log_probs = log_probs.gather(-1, sequences[..., None])[..., 0]
+        results = []
+        for token_ids, token_log_probs in zip(sequences.tolist(), log_probs.tolist(), strict=True):
+            # A finished response is padded until the whole batch finishes: cut after its first EOS.
+            stops = [i for i, token in enumerate(token_ids) if token in self.eos_token_ids]
+            length = stops[0] + 1 if stops and not self.config.ignore_eos else len(token_ids)
+            results.append((token_ids[:length], token_log_probs[:length]))
+        return results
+
+    async def _serve_queue(self) -> None:
+        """Sample queued requests in batches, grouped by sampling parameters."""
+        while self._queue:
+            # The agent loop sends one request per response, concurrently: let the others arrive.
+            await asyncio.sleep(BATCH_WINDOW_S)
+            batch = self._queue[: self.options.max_batch_size]
+            self._queue = self._queue[self.options.max_batch_size :]
+            groups: dict[tuple, list[_Request]] = {}
+            for request in batch:
+                key = self._sampling_key(len(request.prompt_ids), request.sampling_params)
+                groups.setdefault(key, []).append(request)
+            for group in groups.values():
+                try:
+                    results = self.generate_batch(
+                        [(request.prompt_ids, request.images) for request in group], group[0].sampling_params
+                    )
+                except Exception as error:
+                    results = [error] * len(group)
+                for request, result in zip(group, results, strict=True):
+                    if request.future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        request.future.set_exception(result)
+                    else:
+                        request.future.set_result(result)
 
     async def generate(
         self,
@@ -183,10 +252,14 @@ class HFRolloutServer:
         mm_processor_kwargs: dict[str, Any] | None = None,
         priority: int = 0,
     ) -> TokenOutput:
-        """veRL's token-in/token-out request (one response per call, as the agent loop sends them)."""
+        """veRL's token-in/token-out request: one response per call, sampled together with concurrent calls."""
         if video_data or audio_data:
             raise NotImplementedError("the hf rollout generates from text and images only")
-        token_ids, log_probs = self.generate_tokens(list(prompt_ids), dict(sampling_params), image_data)
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(list(prompt_ids), image_data, dict(sampling_params), future))
+        if self._server_task is None or self._server_task.done():
+            self._server_task = asyncio.create_task(self._serve_queue())
+        token_ids, log_probs = await future
         return TokenOutput(
             token_ids=token_ids,
             log_probs=log_probs if sampling_params.get("logprobs") else None,
@@ -205,7 +278,7 @@ class HFRolloutServer:
         self.global_steps = global_steps
 
     async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
-        # Requests run one at a time to completion; there is never one to abort.
+        # Every request runs to completion (synchronous training never aborts one).
         return {"aborted_count": 0, "request_ids": []}
 
     # The model stays on its device between steps (no KV cache to free): the replica's life-cycle calls are no-ops.
@@ -244,23 +317,20 @@ class HFReplica(RolloutReplica):
             lambda worker: (ray.get_runtime_context().get_node_id(), os.environ.get(envvar))
         )
         role = "reward_" if self.is_reward_model else "teacher_" if self.is_teacher_model else ""
+        # The server uses the device of the replica's first worker: same visible devices, and Ray told not to
+        # hide them from an actor that holds no GPU (set at process start, before torch looks at devices).
         env_vars = {var: "1" for var in platform.ray_noset_envvars()}
+        if visible_devices is not None:
+            env_vars[envvar] = visible_devices
         server = (
             ray.remote(HFRolloutServer)
             .options(
-                scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-                    node_id=node_id, soft=False
-                ),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
                 runtime_env={"env_vars": env_vars},
                 name=_server_name(self.replica_rank, self.name_suffix, role),
                 max_concurrency=self.max_concurrency,
             )
-            .remote(
-                config=self.config,
-                model_config=self.model_config,
-                replica_rank=self.replica_rank,
-                visible_devices=visible_devices,
-            )
+            .remote(config=self.config, model_config=self.model_config, replica_rank=self.replica_rank)
         )
         self.servers = [server]
         self._server_handle = server
