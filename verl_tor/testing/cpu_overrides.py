@@ -20,7 +20,12 @@ RAY_LOGICAL_CPUS = 8
 
 def cpu_env() -> dict[str, str]:
     """Environment of a CPU run: the CPU platform and no tokenizer thread pools on a small machine."""
-    return {"VERL_PLATFORM": "cpu", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    return {
+        "VERL_PLATFORM": "cpu",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
 
 
 def cpu_overrides(
@@ -85,7 +90,10 @@ def cpu_overrides(
         f"ray_kwargs.ray_init.num_cpus={RAY_LOGICAL_CPUS}",
         # Always a fresh local cluster: never attach to a Ray cluster someone else started on this machine.
         "+ray_kwargs.ray_init.address=local",
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=2",
+        # The dashboard is a dozen extra processes competing for the cores during start-up.
+        "+ray_kwargs.ray_init.include_dashboard=false",
+        # Each storage unit holds one logical CPU (veRL's default of 8 units exceeds the cluster and hangs).
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
         # Trainer loop.
         f"trainer.total_training_steps={steps}",
         "trainer.total_epochs=1000",
