@@ -1,0 +1,186 @@
+"""veRL's real ``python -m verl.trainer.main_ppo`` (V1 trainer, Ray, TransferQueue) on CPU with the tiny model.
+
+Each scenario is one subprocess running the honest command with :func:`verl_tor.testing.cpu_overrides` plus its
+own overrides; metrics come from veRL's "file" logger. Add a scenario with a few lines::
+
+    @pytest.mark.e2e
+    def test_my_scenario(run_main_ppo, tmp_path):
+        returncode, metrics, log = run_main_ppo(tmp_path, ["algorithm.adv_estimator=grpo", ...])
+        assert returncode == 0, log[-5000:]
+
+On a GPU machine without vLLM, ``VERL_PLATFORM=nvidia`` runs the same scenarios on the GPU.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from verl_tor.testing.cpu_overrides import cpu_env, cpu_overrides
+
+RUN_TIMEOUT_S = 420
+TRAIN_BATCH_SIZE = 4
+RESPONSE_LENGTH = 4
+REQUIRED_METRICS = ("actor/pg_loss", "critic/score/mean", "response_length/mean", "timing_s/gen", "timing_s/step")
+
+RunMainPPO = Callable[..., tuple[int, list[dict], str]]
+
+
+def _run_main_ppo(
+    out_dir: Path,
+    overrides: list[str],
+    model_dir: str,
+    data_dir: str,
+    config_name: str | None = None,
+    config_path: str | None = None,
+) -> tuple[int, list[dict], str]:
+    """Run main_ppo with the CPU overrides, then ``overrides``; returns (return code, logged metrics, log text).
+
+    Each metrics entry is ``{"step": n, **metrics of step n}`` as veRL's file logger wrote it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path, log_path = out_dir / "metrics.jsonl", out_dir / "main_ppo.log"
+    # A private Ray temp dir (short: Ray's socket paths are length-limited), removed afterwards.
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    command = [sys.executable, "-m", "verl.trainer.main_ppo"]
+    if config_path is not None:
+        command.append(f"--config-path={config_path}")
+    if config_name is not None:
+        command.append(f"--config-name={config_name}")
+    command += cpu_overrides(model_dir, data_dir, str(out_dir), train_batch_size=TRAIN_BATCH_SIZE)
+    command += ["trainer.logger=[console,file]", f"+ray_kwargs.ray_init._temp_dir={ray_dir}", *overrides]
+    env = dict(os.environ)
+    for name, value in cpu_env().items():
+        env.setdefault(name, value)  # VERL_PLATFORM=nvidia (set by the caller) runs on a GPU instead
+    env.update(VERL_FILE_LOGGER_PATH=str(metrics_path), RAY_DEDUP_LOGS="0")
+    try:
+        with open(log_path, "wb") as log:
+            # Own session: on a timeout, its whole process group (driver and the Ray cluster it started) is ended.
+            process = subprocess.Popen(
+                command, cwd=out_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                returncode = process.wait(timeout=RUN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                returncode = process.wait()
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    metrics = []
+    if metrics_path.exists():
+        for line in metrics_path.read_text().splitlines():
+            entry = json.loads(line)
+            metrics.append({"step": entry["step"], **entry["data"]})
+    return returncode, metrics, log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def run_main_ppo(tiny_model_dir, colour_data_dir) -> RunMainPPO:
+    """``run_main_ppo(tmp_path, extra_overrides, config_name=None, config_path=None, data_dir=None)``."""
+
+    def run(tmp_path, extra_overrides, config_name=None, config_path=None, data_dir=None):
+        return _run_main_ppo(
+            Path(tmp_path), list(extra_overrides), tiny_model_dir, data_dir or colour_data_dir, config_name, config_path
+        )
+
+    return run
+
+
+def _training_steps(metrics: list[dict]) -> list[dict]:
+    return [entry for entry in metrics if "timing_s/step" in entry]
+
+
+def _rollout_ground_truths(rollout_dir: Path, step: int) -> collections.Counter:
+    rows = [json.loads(line) for line in (rollout_dir / f"{step}.jsonl").read_text().splitlines()]
+    return collections.Counter(row["gts"] for row in rows)
+
+
+def _dataset_ground_truths(data_dir: str, batch: int) -> collections.Counter:
+    """Ground truths of the ``batch``-th (0-based) unshuffled training batch, once per rollout (n = 4)."""
+    rows = pd.read_parquet(os.path.join(data_dir, "train.parquet"))
+    batch_rows = rows.iloc[batch * TRAIN_BATCH_SIZE : (batch + 1) * TRAIN_BATCH_SIZE]
+    return collections.Counter(
+        {
+            colour: 4 * count
+            for colour, count in collections.Counter(row["ground_truth"] for row in batch_rows["reward_model"]).items()
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def grpo_run(run_main_ppo, tmp_path_factory):
+    """Stock GRPO, 2 steps, checkpoint at step 2. Fixed-size images and responses that never stop early
+    (``ignore_eos``) make every sequence equally long: the layout that needs our position-id patch."""
+    out_dir = tmp_path_factory.mktemp("grpo")
+    overrides = [
+        "trainer.save_freq=2",
+        "data.shuffle=false",
+        "actor_rollout_ref.rollout.ignore_eos=true",
+        f"trainer.rollout_data_dir={out_dir / 'rollouts'}",
+    ]
+    returncode, metrics, log = run_main_ppo(out_dir, overrides)
+    return {"dir": out_dir, "returncode": returncode, "metrics": metrics, "log": log}
+
+
+@pytest.mark.e2e
+def test_grpo_two_steps_log_verl_metrics(grpo_run):
+    assert grpo_run["returncode"] == 0, grpo_run["log"][-5000:]
+    steps = _training_steps(grpo_run["metrics"])
+    assert [entry["step"] for entry in steps] == [1, 2]
+    for entry in steps:
+        missing = [name for name in REQUIRED_METRICS if name not in entry]
+        assert not missing, missing
+        assert entry["training/global_step"] == entry["step"]
+        # The hf rollout's log-probs agree with the actor's recomputation (same weights, same temperature).
+        assert entry["training/rollout_probs_diff_max"] < 1e-2
+
+
+@pytest.mark.e2e
+def test_equal_length_sequences_train(grpo_run):
+    """Every sequence has the same total length (the TransferQueue layout veRL 0.9.1 corrupts) and updates run."""
+    assert grpo_run["returncode"] == 0, grpo_run["log"][-5000:]
+    for entry in _training_steps(grpo_run["metrics"]):
+        assert entry["response_length/min"] == entry["response_length/max"] == RESPONSE_LENGTH
+        assert entry["prompt_length/min"] == entry["prompt_length/max"]
+        assert entry["global_seqlen/minmax_diff"] == 0
+        assert "timing_s/update_actor" in entry
+
+
+@pytest.mark.e2e
+def test_resume_from_checkpoint(grpo_run, run_main_ppo, tmp_path, colour_data_dir):
+    """Step 3 after a restart continues from the step-2 checkpoint: global step and data position restored."""
+    assert grpo_run["returncode"] == 0, grpo_run["log"][-5000:]
+    checkpoints = grpo_run["dir"] / "checkpoints"
+    assert (checkpoints / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
+    assert (checkpoints / "global_step_2" / "data.pt").exists()
+    # Without shuffling, step k trains on batch k-1; a restart that lost the data position would see batch 0.
+    first_run_rollouts = grpo_run["dir"] / "rollouts"
+    for step in (1, 2):
+        assert _rollout_ground_truths(first_run_rollouts, step) == _dataset_ground_truths(colour_data_dir, step - 1)
+    assert _dataset_ground_truths(colour_data_dir, 2) != _dataset_ground_truths(colour_data_dir, 0)
+
+    overrides = [
+        "trainer.total_training_steps=3",
+        "data.shuffle=false",
+        "actor_rollout_ref.rollout.ignore_eos=true",
+        f"trainer.default_local_dir={checkpoints}",
+        f"trainer.rollout_data_dir={tmp_path / 'rollouts'}",
+    ]
+    returncode, metrics, log = run_main_ppo(tmp_path, overrides)
+    assert returncode == 0, log[-5000:]
+    assert f"Resuming from {checkpoints / 'global_step_2'}" in log
+    steps = _training_steps(metrics)
+    assert [entry["step"] for entry in steps] == [3]
+    assert steps[0]["training/global_step"] == 3
+    assert _rollout_ground_truths(tmp_path / "rollouts", 3) == _dataset_ground_truths(colour_data_dir, 2)
