@@ -16,6 +16,7 @@ import os
 # Enough logical Ray CPUs for TaskRunner, TransferQueue (controller + storage units), the worker, the agent-loop,
 # reward and rollout actors; with fewer, actors wait for resources and the run hangs without a message.
 RAY_LOGICAL_CPUS = 8
+MAX_TOKENS_PER_MICRO_BATCH = 16384
 
 
 def cpu_env() -> dict[str, str]:
@@ -44,7 +45,6 @@ def cpu_overrides(
     to ``output_dir/checkpoints``. One optimizer update per step (mini-batch = train batch), plain GRPO without
     KL (no reference model), no validation and no checkpoints unless the caller appends them.
     """
-    micro_batch = train_batch_size * rollout_n
     return [
         # Model and data.
         f"actor_rollout_ref.model.path={model_path}",
@@ -62,9 +62,10 @@ def cpu_overrides(
         "actor_rollout_ref.actor.use_kl_loss=false",
         "actor_rollout_ref.actor.optim.lr=5e-4",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={train_batch_size}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro_batch}",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro_batch}",
-        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={micro_batch}",
+        # Micro-batches by token count: one forward for a small batch, and no divisibility constraint between
+        # batch size, rollout n and micro-batch size when a recipe changes them.
+        "actor_rollout_ref.actor.use_dynamic_bsz=true",
+        f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={MAX_TOKENS_PER_MICRO_BATCH}",
         # CPU engine: fp32 FSDP2, sdpa attention, no flash-attn padding removal, no torch.compile.
         "trainer.device=cpu",
         "trainer.n_gpus_per_node=1",
