@@ -32,4 +32,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# GRPO vs GRPO+ToR on CPU with veRL's real main_ppo (verl_tor/demo): `STEPS=N` sets the steps per arm; outputs
+# go to outputs/demo/<timestamp>/ (metrics jsonl per arm, rewards.png, summary.md).
+demo: install
+	$(PY) -m verl_tor.demo $(if $(STEPS),--steps $(STEPS))
+
+# The same pipeline with 2 steps per arm and a short warm start: a few minutes.
+smoke: install
+	$(PY) -m verl_tor.demo --smoke
+
 include data_prep/data.mk
