@@ -164,3 +164,12 @@ def test_sft_overrides_train_in_fp32_and_save_only_the_hf_model():
     assert args["checkpoint.save_contents"] == "[hf_model]"
     assert args["trainer.total_training_steps"] == "5"
     assert args["data.micro_batch_size_per_gpu"] == args["data.train_batch_size"] == "4"
+
+
+def test_tor_positions_reports_every_response_position(tiny_model_dir):
+    from verl_tor.demo.tor_positions import position_report
+
+    report = position_report(tiny_model_dir, prompts=2, responses=2)
+    assert report.startswith("2 prompts x 2 responses")
+    assert "perception_fraction" in report
+    assert "| 0 |" in report  # the first response token always exists
