@@ -377,30 +377,34 @@ def top_k_mass(logits: torch.Tensor, k: int) -> torch.Tensor:
     return torch.softmax(logits.double(), dim=-1).topk(k, dim=-1).values.sum(dim=-1)
 
 
+@pytest.fixture(scope="module")
+def qwen_logits() -> dict[str, torch.Tensor]:
+    """Rows over Qwen's vocabulary: LM-like (peaked) ones and near-uniform (flat) ones."""
+    generator = torch.Generator().manual_seed(1)
+    return {
+        "peaked": peaked_logits(generator, 6, QWEN_VOCAB).float(),
+        # close to uniform: the top-p set holds ~100k tokens, far beyond the top-k fast path
+        "flat": torch.randn(3, QWEN_VOCAB, generator=generator),
+    }
+
+
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.95, 0.999, 1.0])
 @pytest.mark.parametrize("kind", ["peaked", "flat"])
-def test_truncated_entropy_matches_brute_force_at_qwen_vocabulary(top_p, kind):
-    generator = torch.Generator().manual_seed(1)
-    if kind == "peaked":
-        logits = peaked_logits(generator, 6, QWEN_VOCAB).float()
-    else:  # close to uniform: the top-p set holds ~100k tokens, far beyond the top-k fast path
-        logits = torch.randn(3, QWEN_VOCAB, generator=generator)
-        assert (top_k_mass(logits, 4096) < top_p).all()
+def test_truncated_entropy_matches_brute_force_at_qwen_vocabulary(qwen_logits, top_p, kind):
+    logits = qwen_logits[kind]
     result = truncated_entropy(logits, top_p)
     assert result.dtype == torch.float32 and result.shape == (logits.shape[0],)
     np.testing.assert_allclose(result.numpy(), reference_truncated_entropy(logits, top_p), rtol=1e-6, atol=1e-6)
 
 
-def test_peaked_rows_exercise_both_paths():
-    logits = peaked_logits(torch.Generator().manual_seed(1), 6, QWEN_VOCAB)
-    mass = top_k_mass(logits, 64)
-    assert (mass >= 0.95).any() and (mass < 0.95).any()
+def test_the_qwen_rows_exercise_the_fast_path_and_the_fallback(qwen_logits):
+    peaked_mass = top_k_mass(qwen_logits["peaked"], 64)  # the fast path reads the top 64 logits
+    assert (peaked_mass >= 0.95).any() and (peaked_mass < 0.95).any()
+    assert (top_k_mass(qwen_logits["flat"], 4096) < 0.5).all()
 
 
-def test_bf16_logits():
-    generator = torch.Generator().manual_seed(2)
-    logits = torch.cat([peaked_logits(generator, 3, QWEN_VOCAB), torch.randn(2, QWEN_VOCAB, generator=generator)])
-    logits = logits.bfloat16()  # many exact ties: bf16 keeps 8 bits of mantissa
+def test_bf16_logits(qwen_logits):
+    logits = torch.cat([qwen_logits["peaked"][:3], qwen_logits["flat"][:2]]).bfloat16()  # bf16: many exact ties
     for top_p in (0.9, 0.95, 1.0):
         expected = reference_truncated_entropy(logits.float(), top_p)
         np.testing.assert_allclose(truncated_entropy(logits, top_p).numpy(), expected, rtol=1e-6, atol=1e-6)
@@ -468,7 +472,7 @@ def test_result_is_independent_of_chunk_size_and_keeps_leading_shape():
     expected = truncated_entropy(logits, 0.95, chunk_size=1024)
     assert expected.shape == (7, 1)
     for chunk_size in (1, 2, 3):
-        torch.testing.assert_close(truncated_entropy(logits, 0.95, chunk_size=chunk_size), expected, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(truncated_entropy(logits, 0.95, chunk_size=chunk_size), expected, rtol=0, atol=1e-6)
 
 
 def test_truncated_entropy_is_a_constant_score():
