@@ -11,7 +11,9 @@ loaded_before = {m: m in sys.modules for m in ("verl_tor.trainer", "verl.trainer
 from verl.trainer.ppo.v1 import get_trainer_cls
 from verl.models.transformers import qwen2_vl
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+from verl.utils import config as verl_config
 print(json.dumps({
+    "config_checks": getattr(verl_config.validate_config, "_verl_tor_patched", False),
     "plugin_loaded": "verl_tor.plugin" in sys.modules,
     "loaded_before": loaded_before,
     "tor_trainer": get_trainer_cls("tor_sync").__qualname__,
@@ -35,6 +37,7 @@ def test_import_verl_registers_everything_in_a_fresh_process():
     assert report["tor_trainer"] == "ToRTrainer"
     assert report["qwen2_vl_patched"]
     assert report["engine_attached"]
+    assert report["config_checks"]
 
 
 def test_plugins_off_means_nothing_registered():

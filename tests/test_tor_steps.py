@@ -7,10 +7,11 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 
+from verl_tor.config_checks import read_tor_section
 from verl_tor.counterfactual import nested_rows
 from verl_tor.testing.actor_engine import compose_ppo_config
 from verl_tor.token_weights import ToRConfig, tor_token_weights
-from verl_tor.trainer import pad_rows_to_multiple, read_tor_section, reweight_advantages, visual_sensitivity
+from verl_tor.trainer import pad_rows_to_multiple, reweight_advantages, visual_sensitivity
 
 # ---------------------------------------------------------------------------------------------------------------
 # Multiplying advantages by w ≥ 0 is the weighted clipped surrogate of Eq. 9, through veRL's real `ppo_loss`.

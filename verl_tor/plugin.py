@@ -14,6 +14,12 @@ def _register_trainer(_module) -> None:
     import verl_tor.trainer  # noqa: F401  (registers trainer mode "tor_sync")
 
 
+def _attach_config_checks(verl_config) -> None:
+    from verl_tor import config_checks
+
+    config_checks.install(verl_config)
+
+
 def _attach_truncated_entropy(transformer_impl) -> None:
     from verl_tor import engine_truncated_entropy
 
@@ -25,4 +31,5 @@ platform_cpu.register()
 rollout_hf.register()
 if patches.verl_version_matches():
     call_after_import("verl.trainer.ppo.v1", _register_trainer)
+    call_after_import("verl.utils.config", _attach_config_checks)
     call_after_import("verl.workers.engine.fsdp.transformer_impl", _attach_truncated_entropy)

@@ -16,7 +16,6 @@ The step logic is in plain functions below, tested directly; the class only move
 
 from __future__ import annotations
 
-import logging
 import time
 
 import torch
@@ -30,52 +29,14 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.debug import marked_timer
 from verl.workers.utils.padding import response_from_nested
 
+from verl_tor.config_checks import TRAINER_MODE, read_tor_section
 from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.token_weights import ToRConfig, tor_token_weights
 
-logger = logging.getLogger(__name__)
-
-TRAINER_MODE = "tor_sync"
 # TransferQueue fields this trainer adds to each sample (response-aligned), besides the engine's TRUNCATED_ENTROPY.
 VISUAL_SENSITIVITY = "tor_visual_sensitivity"
 TOKEN_WEIGHTS = "tor_weights"
-
-
-def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
-    """``(enable, ToRConfig)`` from the top-level ``tor:`` section; raises ``ValueError`` naming a bad key.
-
-    Also rejects veRL settings under which ToR cannot work, naming them.
-    """
-    section = config.get("tor")
-    if section is None:
-        raise ValueError(
-            f"trainer.v1.trainer_mode={TRAINER_MODE} needs a top-level `tor:` section: launch with "
-            "--config-name=tor_trainer (verl_tor/config/tor_trainer.yaml)"
-        )
-    enable = section.get("enable", True)
-    if not isinstance(enable, bool):
-        raise ValueError(f"tor.enable must be true or false, got {enable!r}")
-    tor = ToRConfig.from_mapping(section, ignore=("enable",))
-    if enable:
-        rollout_correction = config.algorithm.get("rollout_correction", None)
-        if rollout_correction is not None and rollout_correction.get("bypass_mode", False):
-            raise ValueError(
-                "tor.enable=true needs old log-probs recomputed by the actor (its forward gives the entropy): "
-                "set algorithm.rollout_correction.bypass_mode=false"
-            )
-        if tor.entropy_top_p < 1.0 and config.actor_rollout_ref.model.get("use_fused_kernels", False):
-            raise ValueError(
-                "tor.entropy_top_p < 1 needs the logits of the old-log-prob forward, which fused kernels do not "
-                "return: set actor_rollout_ref.model.use_fused_kernels=false or tor.entropy_top_p=1.0"
-            )
-        if config.actor_rollout_ref.actor.get("strategy", "fsdp") not in ("fsdp", "fsdp2"):
-            if tor.entropy_top_p < 1.0:
-                raise ValueError(
-                    "tor.entropy_top_p < 1 is implemented for veRL's FSDP engine: set "
-                    "actor_rollout_ref.actor.strategy=fsdp2 (or fsdp), or tor.entropy_top_p=1.0"
-                )
-    return enable, tor
 
 
 def visual_sensitivity(

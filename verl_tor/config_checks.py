@@ -1,0 +1,76 @@
+"""The ``tor:`` section of the Hydra config: read and checked in veRL's own start-up validation.
+
+``verl.utils.config.validate_config`` runs in the driver of ``main_ppo`` before Ray starts. We attach the ToR
+checks to it, so a bad ``tor.*`` value (or a veRL setting ToR cannot work with) stops the run in seconds, with
+the key named, before any worker or model exists. ``ToRTrainer`` reads the section again through the same
+function, for entry points that skip ``validate_config``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from omegaconf import DictConfig
+
+from verl_tor.token_weights import ToRConfig
+
+TARGET_MODULE = "verl.utils.config"
+TRAINER_MODE = "tor_sync"
+
+
+def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
+    """``(enable, ToRConfig)`` from the top-level ``tor:`` section; raises ``ValueError`` naming a bad key.
+
+    Also rejects veRL settings under which ToR cannot work, naming them.
+    """
+    section = config.get("tor")
+    if section is None:
+        raise ValueError(
+            f"trainer.v1.trainer_mode={TRAINER_MODE} needs a top-level `tor:` section: launch with "
+            "--config-name=tor_trainer (verl_tor/config/tor_trainer.yaml)"
+        )
+    enable = section.get("enable", True)
+    if not isinstance(enable, bool):
+        raise ValueError(f"tor.enable must be true or false, got {enable!r}")
+    tor = ToRConfig.from_mapping(section, ignore=("enable",))
+    if enable:
+        rollout_correction = config.algorithm.get("rollout_correction", None)
+        if rollout_correction is not None and rollout_correction.get("bypass_mode", False):
+            raise ValueError(
+                "tor.enable=true needs old log-probs recomputed by the actor (its forward gives the entropy): "
+                "set algorithm.rollout_correction.bypass_mode=false"
+            )
+        if tor.entropy_top_p < 1.0 and config.actor_rollout_ref.model.get("use_fused_kernels", False):
+            raise ValueError(
+                "tor.entropy_top_p < 1 needs the logits of the old-log-prob forward, which fused kernels do not "
+                "return: set actor_rollout_ref.model.use_fused_kernels=false or tor.entropy_top_p=1.0"
+            )
+        if config.actor_rollout_ref.actor.get("strategy", "fsdp") not in ("fsdp", "fsdp2"):
+            if tor.entropy_top_p < 1.0:
+                raise ValueError(
+                    "tor.entropy_top_p < 1 is implemented for veRL's FSDP engine: set "
+                    "actor_rollout_ref.actor.strategy=fsdp2 (or fsdp), or tor.entropy_top_p=1.0"
+                )
+    return enable, tor
+
+
+def uses_tor_trainer(config: DictConfig) -> bool:
+    """Whether the run selects the ToR trainer (``trainer.v1.trainer_mode=tor_sync``)."""
+    return config.get("trainer", {}).get("v1", {}).get("trainer_mode") == TRAINER_MODE
+
+
+def install(verl_config: ModuleType) -> None:
+    """Wrap ``verl.utils.config.validate_config`` to check the ``tor:`` section of ToR runs as well."""
+    original = verl_config.validate_config
+    if getattr(original, "_verl_tor_patched", False):
+        return
+
+    def validate_config(config: DictConfig, *args, **kwargs):
+        result = original(config, *args, **kwargs)
+        if uses_tor_trainer(config):
+            read_tor_section(config)
+        return result
+
+    validate_config._verl_tor_patched = True
+    validate_config.__wrapped__ = original
+    verl_config.validate_config = validate_config
