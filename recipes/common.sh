@@ -1,0 +1,224 @@
+# shellcheck shell=bash disable=SC2034
+# (SC2034: the arrays and model names below are used by the recipes that source this file.)
+# Sourced by every recipe: the paper's setting, the GPU infrastructure, the SMOKE=1 swap and the launcher.
+#
+# Final command (Hydra: a later override wins):
+#   python -m verl.trainer.main_ppo --config-path=… --config-name=…  BASE  RUN  PAPER  <ALGORITHM, tor.*>  "$@"
+#   BASE   GPU: model, data, reward, engine/memory, rollout (vLLM), the paper's sizes   (base_gpu)
+#          SMOKE=1: verl_tor.testing.cpu_overrides (tiny model, synthetic data, colour reward, CPU, hf, 1 step)
+#   RUN    logger, metrics file, checkpoints, validation cadence                          (run_overrides)
+#   PAPER  the paper's optimisation setting shared by every arm, kept under SMOKE=1       (PAPER below)
+# So SMOKE=1 swaps only model, data, reward, device, rollout backend, sizes and step count; every algorithm and
+# ToR override of the recipe is the one the GPU run uses. See recipes/README.md for every choice and its reason.
+#
+# Environment knobs: MODEL_PATH DATA_ROOT N_GPUS_PER_NODE NNODES LOGGER EXPERIMENT_NAME OUTPUT_DIR, and
+#   SMOKE=1    one step on the CPU with the tiny model (no GPU, no downloads)
+#   DRY_RUN=1  print the command (with its environment) instead of running it
+#   PYTHON     the interpreter (default: python)
+
+PYTHON="${PYTHON:-python}"
+SMOKE="${SMOKE:-0}"
+DRY_RUN="${DRY_RUN:-0}"
+# Absolute paths: Ray actors do not necessarily share the launching shell's working directory.
+DATA_ROOT=$(realpath -m "${DATA_ROOT:-$HOME/data/verl_tor}")
+N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-8}"
+NNODES="${NNODES:-1}"
+LOGGER="${LOGGER:-console}"
+OUTPUT_DIR=$(realpath -m "${OUTPUT_DIR:-$HOME/verl_tor_runs}")
+
+QWEN25_VL_7B=Qwen/Qwen2.5-VL-7B-Instruct
+QWEN25_VL_3B=Qwen/Qwen2.5-VL-3B-Instruct
+
+# The paper's optimisation setting ("default settings of EasyR1"), identical for every arm and under SMOKE=1.
+PAPER=(
+  actor_rollout_ref.actor.optim.lr=1e-6
+  actor_rollout_ref.actor.optim.lr_scheduler_type=constant
+  actor_rollout_ref.actor.optim.lr_warmup_steps_ratio=0.0
+  actor_rollout_ref.actor.optim.weight_decay=0.01
+  # veRL 0.9.1's engine clips with optim.clip_grad; actor.grad_clip is read by nothing.
+  actor_rollout_ref.actor.optim.clip_grad=1.0
+  actor_rollout_ref.actor.freeze_vision_tower=false
+  actor_rollout_ref.actor.ppo_epochs=1
+  actor_rollout_ref.actor.entropy_coeff=0
+  actor_rollout_ref.actor.loss_agg_mode=token-mean
+  actor_rollout_ref.rollout.temperature=1.0
+  actor_rollout_ref.rollout.top_p=1.0
+  actor_rollout_ref.rollout.top_k=-1
+  # Validation during training: greedy, the paper's evaluation protocol.
+  actor_rollout_ref.rollout.val_kwargs.do_sample=false
+  actor_rollout_ref.rollout.val_kwargs.temperature=0
+  actor_rollout_ref.rollout.val_kwargs.n=1
+  algorithm.adv_estimator=grpo
+  algorithm.norm_adv_by_std_in_grpo=true
+  algorithm.use_kl_in_reward=false
+)
+
+# GRPO arms: low-variance KL loss 0.01, symmetric clip.
+GRPO=(
+  actor_rollout_ref.actor.use_kl_loss=true
+  actor_rollout_ref.actor.kl_loss_coef=0.01
+  actor_rollout_ref.actor.kl_loss_type=low_var_kl
+  actor_rollout_ref.actor.clip_ratio_low=0.2
+  actor_rollout_ref.actor.clip_ratio_high=0.2
+  algorithm.filter_groups.enable=false
+)
+
+# DAPO arms: no KL (no reference model), clip-higher, token-mean loss, dynamic sampling that keeps only groups
+# whose accuracy differs between responses (0 < group accuracy < 1). veRL's V1 replay buffer evicts a group whose
+# metric is identical across its responses and refills; `acc` is the accuracy that verl_tor.rewards returns.
+DAPO=(
+  actor_rollout_ref.actor.use_kl_loss=false
+  actor_rollout_ref.actor.clip_ratio_low=0.2
+  actor_rollout_ref.actor.clip_ratio_high=0.28
+  actor_rollout_ref.actor.loss_agg_mode=token-mean
+  algorithm.filter_groups.enable=true
+  algorithm.filter_groups.metric=acc
+)
+
+# ToR with the paper's values (method.md); recipes append tor.* changes after it.
+TOR=(
+  tor.enable=true
+  tor.reasoning_quantile=0.3
+  tor.perception_quantile=0.3
+  tor.reasoning_weight=1.0
+  tor.perception_weight=0.5
+  tor.other_weight=0.0
+  tor.entropy_top_p=0.95
+  tor.counterfactual=remove_image
+)
+
+# base_gpu MODEL TRAIN_FILE VAL_FILE: fills BASE for 8 x 80 GB GPUs per node (recipes/README.md: memory).
+base_gpu() {
+  BASE=(
+    actor_rollout_ref.model.path="$1"
+    data.train_files="$2"
+    data.val_files="$3"
+    data.image_key=images
+    data.filter_overlong_prompts=true
+    data.filter_overlong_prompts_workers=8
+    data.dataloader_num_workers=8
+    reward.custom_reward_function.path=pkg://verl_tor.rewards
+    reward.custom_reward_function.name=compute_score
+    +reward.custom_reward_function.reward_kwargs.format_weight=0.1
+    # The paper's sizes: 512 prompts x 12 responses per step, updates of 128 prompts, 15 epochs.
+    data.train_batch_size=512
+    actor_rollout_ref.rollout.n=12
+    actor_rollout_ref.actor.ppo_mini_batch_size=128
+    data.max_prompt_length=2048
+    data.max_response_length=2048
+    trainer.total_epochs=15
+    # Image pixels 262,144-4,194,304: the processor (dataset, agent loop and vLLM) resizes into this range.
+    +data.mm_processor_kwargs.min_pixels=262144
+    +data.mm_processor_kwargs.max_pixels=4194304
+    # Engine: FSDP2, bf16, flash-attention without padding, token-budgeted micro-batches.
+    trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
+    trainer.nnodes="$NNODES"
+    actor_rollout_ref.actor.strategy=fsdp2
+    actor_rollout_ref.model.use_remove_padding=true
+    actor_rollout_ref.model.enable_gradient_checkpointing=true
+    +actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2
+    actor_rollout_ref.actor.entropy_from_logits_with_chunking=true
+    actor_rollout_ref.actor.use_dynamic_bsz=true
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=16384
+    actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=16384
+    actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=16384
+    actor_rollout_ref.actor.fsdp_config.param_offload=false
+    actor_rollout_ref.actor.fsdp_config.optimizer_offload=false
+    actor_rollout_ref.ref.fsdp_config.param_offload=false
+    # Rollout: vLLM, one engine per 2 GPUs, 60 % of the memory while generating (freed for training).
+    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.tensor_model_parallel_size=2
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.6
+    actor_rollout_ref.rollout.enforce_eager=false
+    actor_rollout_ref.rollout.free_cache_engine=true
+  )
+  BASE_ENV=()
+}
+
+# base_smoke RUN_DIR: fills BASE and BASE_ENV with the CPU swap (builds the tiny model and data unless DRY_RUN=1).
+# Two prompts x 4 responses of up to 8 tokens: enough for DAPO's filter to find groups with mixed accuracy.
+base_smoke() {
+  local inputs="$1/smoke_inputs" overrides env
+  if [[ $DRY_RUN != 1 && ! -f $inputs/model/config.json ]]; then
+    "$PYTHON" -m verl_tor.testing.tiny_model --out "$inputs/model" >/dev/null
+  fi
+  if [[ $DRY_RUN != 1 && ! -f $inputs/data/val.parquet ]]; then
+    "$PYTHON" -m verl_tor.testing.synthetic_data --out "$inputs/data" --train 32 --val 4 --seed 0 >/dev/null
+  fi
+  overrides=$("$PYTHON" -m verl_tor.testing.cpu_overrides --model "$inputs/model" --data "$inputs/data" --out "$1" \
+    --steps 1 --train-batch-size 2 --rollout-n 4 --response-length 8)
+  env=$("$PYTHON" -m verl_tor.testing.cpu_overrides --env)
+  mapfile -t BASE <<<"$overrides"
+  mapfile -t BASE_ENV <<<"$env"
+}
+
+# run_overrides RUN_DIR NAME: fills RUN. Metrics go to RUN_DIR/metrics/<launch time>.jsonl (veRL's file logger
+# truncates its file, so a resumed run writes a new one; verl_tor.report merges them). The path travels in Ray's
+# runtime_env because the logger runs in the TaskRunner actor, possibly on a Ray cluster started elsewhere.
+run_overrides() {
+  local save_freq=20 test_freq=5
+  if [[ $SMOKE == 1 ]]; then save_freq=1 test_freq=1; fi
+  RUN=(
+    trainer.project_name=verl_tor
+    trainer.experiment_name="$2"
+    "trainer.logger=[$LOGGER,file]"
+    +ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$1/metrics/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+    trainer.default_local_dir="$1/checkpoints"
+    trainer.save_freq="$save_freq"
+    trainer.max_actor_ckpt_to_keep=2
+    trainer.val_before_train=true
+    trainer.test_freq="$test_freq"
+  )
+}
+
+# run_info KEY VALUE...: the JSON object recorded as RUN_DIR/run.json.
+run_info() {
+  "$PYTHON" -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' "$@"
+}
+
+# launch RUN_DIR INFO_JSON COMMAND...: prints (DRY_RUN=1) or runs COMMAND with BASE_ENV, after recording
+# RUN_DIR/run.json (what verl_tor.report labels the run with) and RUN_DIR/command.sh.
+launch() {
+  local run_dir=$1 info=$2
+  shift 2
+  local command=(env "${BASE_ENV[@]}" "$@")
+  if [[ $DRY_RUN == 1 ]]; then
+    printf '%q ' "${command[@]}"
+    printf '\n'
+    return
+  fi
+  mkdir -p "$run_dir/metrics"
+  printf '%s\n' "$info" >"$run_dir/run.json"
+  printf '%q ' "${command[@]}" >"$run_dir/command.sh"
+  printf '\n' >>"$run_dir/command.sh"
+  echo "run directory: $run_dir"
+  "${command[@]}"
+}
+
+# run_recipe TRAINER NAME LABEL MODEL TRAIN_SET [OVERRIDE...]
+#   TRAINER   ppo: veRL's stock ppo_trainer and sync trainer (baselines); tor: verl_tor's tor_trainer (tor_sync)
+#   NAME      experiment name (EXPERIMENT_NAME overrides it); the run goes to OUTPUT_DIR/NAME
+#   LABEL     the method as the paper's tables name it, e.g. "DAPO + ToR"
+#   MODEL     the paper's model for this run (MODEL_PATH overrides it: a local copy, say)
+#   TRAIN_SET data_prep name of the training set under DATA_ROOT (geo3k, virl39k)
+# OVERRIDEs (the recipe's algorithm and tor.* settings, then the user's "$@") come last.
+run_recipe() {
+  local trainer=$1 name=$2 label=$3 model=$4 train_set=$5
+  shift 5
+  local config=(--config-name=ppo_trainer)
+  if [[ $trainer == tor ]]; then config=(--config-path=pkg://verl_tor.config --config-name=tor_trainer); fi
+  name="${EXPERIMENT_NAME:-$name}"
+  if [[ $SMOKE == 1 && -z ${EXPERIMENT_NAME:-} ]]; then name="${name}_smoke"; fi
+  local run_dir="$OUTPUT_DIR/$name"
+  if [[ $SMOKE == 1 ]]; then
+    base_smoke "$run_dir"
+  else
+    base_gpu "${MODEL_PATH:-$model}" "$DATA_ROOT/$train_set/train.parquet" "$DATA_ROOT/geo3k/test.parquet"
+  fi
+  run_overrides "$run_dir" "$name"
+  local info
+  info=$(run_info kind train experiment "$name" label "$label" recipe_model "$model" train_set "$train_set" \
+    smoke "$SMOKE")
+  launch "$run_dir" "$info" "$PYTHON" -m verl.trainer.main_ppo "${config[@]}" \
+    "${BASE[@]}" "${RUN[@]}" "${PAPER[@]}" "$@"
+}
