@@ -1,0 +1,242 @@
+"""Results of recipe runs in the paper's Table 4 layout, the paper's numbers beside ours, and training curves.
+
+    python -m verl_tor.report RUN_DIR... --out results.md [--png curves.png]
+
+A RUN_DIR is what a recipe writes (``OUTPUT_DIR/<experiment>``: ``run.json``, ``metrics/*.jsonl`` from veRL's file
+logger, ``eval/<step>_<mode>/`` from ``recipes/eval.sh``) or one evaluation folder. Each evaluation gives a table
+row: veRL's validation metric ``val-core/<data_source>/acc/mean@N`` (the mean accuracy over the N samples of each
+prompt, from ``verl_tor.rewards``; ``reward`` for a reward function without ``acc``) per benchmark. A run without
+evaluations contributes its last training-time validation instead. Tables are split by N: greedy (N = 1, the
+paper's protocol) and avg@N. Rows of the paper's setting (Qwen2.5-VL-7B-Instruct trained on Geometry3K, a Table 4
+method) get the paper's row beside them.
+
+The PNG has one line per run: reward (``critic/score/mean``), validation accuracy, ToR's selected fractions
+(``tor/*``) and response length over training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_prep import BENCHMARKS, DATA_SOURCES
+
+# Paper Table 4: Qwen2.5-VL-7B-Instruct trained on Geometry3K, greedy decoding, accuracy % (LLM-judged).
+PAPER_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
+PAPER_TRAIN_SET = "geo3k"
+PAPER_TABLE4: dict[str, tuple[float, ...]] = {
+    # MathVerse, MathVision, MathVista, WeMath, HallusionBench, mean
+    "GRPO": (50.8, 27.3, 70.5, 67.4, 69.8, 57.16),
+    "GRPO + ToR": (53.0, 28.6, 71.9, 68.9, 72.4, 58.96),
+    "DAPO": (50.6, 26.5, 70.3, 69.3, 67.9, 56.92),
+    "DAPO + ToR": (53.4, 27.9, 72.6, 72.1, 71.8, 59.56),
+}
+GRADING_NOTE = (
+    "Grading: rule-based answer matching (`verl_tor.rewards.compute_score`: the last `\\boxed{}`, math-verify, "
+    "option letters, yes/no). The paper extracted answers with an LLM judge (Gemini-2.0-Flash); its numbers are "
+    "shown for orientation, not as a like-for-like comparison."
+)
+VALIDATION_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<variable>acc|reward)/mean@(?P<n>\d+)$")
+CURVE_PANELS = (
+    ("reward (critic/score/mean)", ("critic/score/mean",)),
+    ("validation accuracy", ()),  # every val-core metric of the run
+    ("ToR selected fraction of tokens", ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction")),
+    ("response length (mean tokens)", ("response_length/mean",)),
+)
+FRACTION_STYLES = {"tor/reasoning_fraction": "-", "tor/perception_fraction": "--", "tor/overlap_fraction": ":"}
+
+
+def read_metrics(folder: Path) -> dict[int, dict[str, float]]:
+    """Metrics per step from veRL's file logger: ``folder/metrics/*.jsonl`` (one file per launch, in name order)
+    and ``folder/metrics.jsonl``. A later file's value for a step wins (a resumed run logs the step again)."""
+    files = sorted((folder / "metrics").glob("*.jsonl")) + [folder / "metrics.jsonl"]
+    steps: dict[int, dict[str, float]] = {}
+    for path in files:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                steps.setdefault(int(entry["step"]), {}).update(entry["data"])
+    return steps
+
+
+def validation_accuracies(metrics: dict[str, float]) -> dict[int, dict[str, float]]:
+    """``{N: {data_source: mean accuracy}}`` from one step's ``val-core/<data_source>/<acc|reward>/mean@N``."""
+    found: dict[int, dict[str, float]] = {}
+    for name, value in metrics.items():
+        match = VALIDATION_METRIC.match(name)
+        if match:
+            found.setdefault(int(match["n"]), {})[match["source"]] = float(value)
+    return found
+
+
+def read_run_info(folder: Path) -> dict[str, str]:
+    path = folder / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass
+class Row:
+    """One table row: a method's accuracies per data source under one protocol (N samples per prompt)."""
+
+    label: str
+    source: str
+    n: int
+    accuracy: dict[str, float]
+    paper: tuple[float, ...] | None = None
+
+
+@dataclass
+class Run:
+    """A recipe run: its label, training metrics per step and table rows."""
+
+    folder: Path
+    name: str
+    label: str
+    steps: dict[int, dict[str, float]]
+    rows: list[Row] = field(default_factory=list)
+
+
+def paper_row(info: dict[str, str]) -> tuple[float, ...] | None:
+    """The paper's Table 4 numbers for a run of its exact setting, else None."""
+    if info.get("recipe_model") == PAPER_MODEL and info.get("train_set") == PAPER_TRAIN_SET:
+        return PAPER_TABLE4.get(info.get("label", ""))
+    return None
+
+
+def _evaluation_rows(folder: Path, label: str, paper: tuple[float, ...] | None, source: str) -> list[Row]:
+    """Rows from the last validation logged in ``folder`` (one per protocol N found there)."""
+    steps = read_metrics(folder)
+    validated = [step for step, metrics in sorted(steps.items()) if validation_accuracies(metrics)]
+    if not validated:
+        return []
+    last = validated[-1]
+    found = validation_accuracies(steps[last])
+    return [
+        Row(label, source.format(step=last), n, accuracy, paper if n == 1 else None)
+        for n, accuracy in sorted(found.items())
+    ]
+
+
+def load_run(folder: Path) -> Run:
+    """A run folder (with ``eval/*`` evaluations, else its training-time validation) or one evaluation folder."""
+    info = read_run_info(folder)
+    name = info.get("experiment", folder.name)
+    run = Run(folder, name, info.get("label", name), read_metrics(folder))
+    # A SMOKE run (tiny random model, synthetic data) says so in every row it gives.
+    ours = "ours (SMOKE)" if info.get("smoke") == "1" else "ours"
+    if info.get("kind") == "eval":
+        run.rows = _evaluation_rows(folder, run.label, None, f"{ours}: {name}")
+        return run
+    paper = paper_row(info)
+    for evaluation in sorted(path for path in (folder / "eval").glob("*") if path.is_dir()):
+        source = f"{ours}: {name}, {read_run_info(evaluation).get('step', evaluation.name)}"
+        run.rows += _evaluation_rows(evaluation, run.label, paper, source)
+    if not run.rows:
+        source = f"{ours}: {name}, training-time validation, step {{step}}"
+        run.rows = _evaluation_rows(folder, run.label, paper, source)
+    return run
+
+
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
+
+
+def benchmark_mean(accuracy: dict[str, float]) -> float | None:
+    """Mean over the paper's five benchmarks, None unless all five were evaluated."""
+    if not all(source in accuracy for source in BENCHMARKS):
+        return None
+    return sum(accuracy[source] for source in BENCHMARKS) / len(BENCHMARKS)
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """Table 4's columns (the five benchmarks, mean), then any other data source; a paper row above ours."""
+    others = sorted({source for row in rows for source in row.accuracy if source not in BENCHMARKS})
+    header = ["method", "source", *BENCHMARKS.values(), "mean", *(DATA_SOURCES.get(s, s) for s in others)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    shown_paper: set[str] = set()
+    for row in rows:
+        if row.paper is not None and row.label not in shown_paper:
+            shown_paper.add(row.label)
+            paper_cells = [f"{value:.1f}" for value in row.paper[:-1]] + [f"{row.paper[-1]:.2f}"] + [""] * len(others)
+            lines.append(f"| {row.label} | paper (7B, Geometry3K, LLM judge) | " + " | ".join(paper_cells) + " |")
+        cells = [_percent(row.accuracy.get(source)) for source in BENCHMARKS]
+        cells.append(_percent(benchmark_mean(row.accuracy), digits=2))
+        cells += [_percent(row.accuracy.get(source)) for source in others]
+        lines.append(f"| {row.label} | {row.source} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(runs: Sequence[Run], png: str | None = None) -> str:
+    """The report: one table per protocol (greedy first), each with the grading note, then the curves."""
+    rows = [row for run in runs for row in run.rows]
+    parts = ["# ToR reproduction results", ""]
+    if not rows:
+        parts += ["No validation metrics found in: " + ", ".join(str(run.folder) for run in runs), ""]
+    for n in sorted({row.n for row in rows}):
+        title = "greedy decoding (n = 1), the paper's protocol" if n == 1 else f"avg@{n}: mean of {n} samples"
+        parts += [f"## Accuracy (%), {title}", "", f"> {GRADING_NOTE}", ""]
+        parts += [markdown_table([row for row in rows if row.n == n]), ""]
+    if png:
+        parts += ["## Training curves", "", f"![training curves]({png})", ""]
+    return "\n".join(parts)
+
+
+def _series(steps: dict[int, dict[str, float]], name: str) -> tuple[list[int], list[float]]:
+    points = [(step, metrics[name]) for step, metrics in sorted(steps.items()) if name in metrics]
+    return [step for step, _ in points], [float(value) for _, value in points]
+
+
+def plot_curves(runs: Iterable[Run], path: str | Path) -> None:
+    """One PNG: a panel per curve group, a colour per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(5 * len(CURVE_PANELS), 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, run in enumerate(runs):
+        colour = colours[index % len(colours)]
+        for axis, (title, names) in zip(axes, CURVE_PANELS, strict=True):
+            axis.set_title(title)
+            axis.set_xlabel("step")
+            if not names:
+                names = sorted(
+                    {name for metrics in run.steps.values() for name in metrics if name.startswith("val-core/")}
+                )
+            for name in names:
+                x, y = _series(run.steps, name)
+                if x:
+                    label = run.name if len(names) == 1 else f"{run.name}: {name.split('/', 1)[1]}"
+                    axis.plot(x, y, FRACTION_STYLES.get(name, "-"), color=colour, marker=".", label=label)
+    for axis in axes:
+        if axis.has_data():
+            axis.legend(fontsize="x-small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (OUTPUT_DIR/<experiment>) or eval folders")
+    parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
+    parser.add_argument("--png", type=Path, help="training-curves PNG (default: next to --out, <out>_curves.png)")
+    args = parser.parse_args(argv)
+    runs = [load_run(folder) for folder in args.runs]
+    png = args.png or args.out.with_name(args.out.stem + "_curves.png")
+    plot_curves(runs, png)
+    args.out.write_text(markdown_report(runs, os.path.relpath(png, args.out.parent)))
+    print(f"wrote {args.out} and {png}")
+
+
+if __name__ == "__main__":
+    main()
