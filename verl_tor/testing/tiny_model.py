@@ -2,8 +2,8 @@
 
 It has the real architecture (``Qwen2_5_VLForConditionalGeneration``), the real processor
 (``Qwen2_5_VLProcessor`` with Qwen2-VL's image and video processors), Qwen2.5-VL's special tokens and chat
-template, and a small byte-level BPE tokenizer whose vocabulary is the 256 byte symbols plus one token per word
-of ``WORDS`` (so a colour or a digit is a single token). Everything saved to ``out_dir`` loads with
+template, and a small byte-level BPE tokenizer whose vocabulary is (by default) the 256 byte symbols plus one token
+per word of ``WORDS`` (so a colour or a digit is a single token). Everything saved to ``out_dir`` loads with
 ``AutoTokenizer``, ``AutoProcessor``, ``AutoModelForImageTextToText`` and veRL's ``hf_tokenizer`` /
 ``hf_processor``; no network is used.
 
@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -63,8 +64,14 @@ WORDS = [
 ]  # fmt: skip
 
 
-def build_tokenizer():
-    """A byte-level BPE ``PreTrainedTokenizerFast`` with Qwen2.5-VL's special tokens and chat template."""
+def build_tokenizer(words: Sequence[str] = WORDS, alphabet: str | None = None):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` with Qwen2.5-VL's special tokens and chat template.
+
+    Args:
+        words: words that become single tokens (with and without a leading space).
+        alphabet: None keeps all 256 byte symbols; a text keeps only the byte symbols it and ``words`` use (a much
+            smaller vocabulary for a task whose text is fixed; other characters are then dropped when encoding).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -81,10 +88,15 @@ def build_tokenizer():
     )
     # Training on the word list (each with and without a leading space) until no pair repeats makes every
     # word one token; BPE training is deterministic for a fixed corpus.
+    if alphabet is None:
+        initial_alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        initial_alphabet = sorted({char for piece, _ in byte_level.pre_tokenize_str(alphabet) for char in piece})
     trainer = trainers.BpeTrainer(
-        vocab_size=100_000, min_frequency=1, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=100_000, min_frequency=1, initial_alphabet=initial_alphabet, show_progress=False
     )
-    backend.train_from_iterator([w for word in WORDS for w in (word, " " + word)], trainer=trainer)
+    backend.train_from_iterator([w for word in words for w in (word, " " + word)], trainer=trainer)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(SPECIAL_TOKENS)
     tokenizer = PreTrainedTokenizerFast(
@@ -167,17 +179,28 @@ def build_model(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4, se
 
 
 def build_tiny_qwen25vl(
-    out_dir: str, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0, max_pixels: int = 224 * 224
+    out_dir: str,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+    max_pixels: int = 224 * 224,
+    words: Sequence[str] = WORDS,
+    alphabet: str | None = None,
 ) -> str:
-    """Build and save tokenizer, processor and model to ``out_dir``; returns ``out_dir``."""
+    """Build and save tokenizer, processor and model to ``out_dir``; returns ``out_dir``.
+
+    ``words`` and ``alphabet`` shape the vocabulary (:func:`build_tokenizer`).
+    """
     os.makedirs(out_dir, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(words, alphabet)
     processor = build_processor(tokenizer, max_pixels=max_pixels)
     model = build_model(tokenizer, hidden=hidden, layers=layers, heads=heads, seed=seed)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     with open(os.path.join(out_dir, "tiny_model.json"), "w") as f:
-        json.dump({"hidden": hidden, "layers": layers, "heads": heads, "seed": seed, "max_pixels": max_pixels}, f)
+        settings = {"hidden": hidden, "layers": layers, "heads": heads, "seed": seed, "max_pixels": max_pixels}
+        json.dump({**settings, "words": list(words), "alphabet": alphabet, "vocab_size": len(tokenizer)}, f)
     return out_dir
 
 
@@ -189,10 +212,19 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-pixels", type=int, default=224 * 224, help="largest image area the processor keeps")
+    parser.add_argument("--words", help="comma-separated single-token words (default: the built-in list)")
+    parser.add_argument("--alphabet", help="keep only the byte symbols of this text (default: all 256)")
     args = parser.parse_args()
     start = time.perf_counter()
     build_tiny_qwen25vl(
-        args.out, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed, max_pixels=args.max_pixels
+        args.out,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        seed=args.seed,
+        max_pixels=args.max_pixels,
+        words=args.words.split(",") if args.words else WORDS,
+        alphabet=args.alphabet,
     )
     print(f"tiny Qwen2.5-VL written to {args.out} in {time.perf_counter() - start:.1f}s")
 
