@@ -173,3 +173,17 @@ def test_tor_positions_reports_every_response_position(tiny_model_dir):
     assert report.startswith("2 prompts x 2 responses")
     assert "perception_fraction" in report
     assert "| 0 |" in report  # the first response token always exists
+
+
+def test_task_vocabulary_covers_the_prompt_and_keeps_colours_single_tokens():
+    from verl_tor.demo.run import TASK_TEXT, TASK_WORDS
+    from verl_tor.testing.synthetic_data import QUESTION
+    from verl_tor.testing.tiny_model import build_tokenizer
+
+    tokenizer = build_tokenizer(TASK_WORDS, TASK_TEXT)
+    assert len(tokenizer) < 150
+    assert all(len(tokenizer.encode(colour)) == 1 for colour in COLOURS)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    # No character of the prompt falls outside the alphabet (it would be dropped silently).
+    assert tokenizer.decode(tokenizer.encode(text)) == text

@@ -4,7 +4,8 @@ Pipeline (every training phase is a veRL entry point in its own process, shown a
 
 1. data: the synthetic colour task (:mod:`verl_tor.testing.synthetic_data`; reward 1 only for the right colour and
    no other, :mod:`verl_tor.testing.colour_reward`), one fresh picture per training prompt, 48 held-out pictures;
-2. model: a random tiny Qwen2.5-VL (hidden 128, 2 layers; :mod:`verl_tor.testing.tiny_model`);
+2. model: a random tiny Qwen2.5-VL (hidden 128, 2 layers; :mod:`verl_tor.testing.tiny_model`) with a vocabulary
+   of the task's characters and words (as in the measured recipe);
 3. warm start: format-only SFT through veRL's SFT trainer (:mod:`verl_tor.demo.warm_start`): random colour labels
    teach "one colour word, then stop" and nothing about seeing, so RL starts at chance;
 4. GRPO: ``python -m verl.trainer.main_ppo`` with veRL's stock config and trainer;
@@ -24,6 +25,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,12 +35,18 @@ from collections.abc import Callable
 import verl_tor
 from verl_tor.demo import metrics
 from verl_tor.testing.cpu_overrides import cpu_env, cpu_overrides
+from verl_tor.testing.synthetic_data import COLOURS, QUESTION
 
 DEFAULT_STEPS = 30
 GRPO, TOR = "GRPO", "GRPO+ToR"
 # Output folder of each arm and whether it runs the ToR config.
 ARM_DIRS = {GRPO: "grpo", TOR: "grpo_tor"}
 TOR_CONFIG_DIR = os.path.join(os.path.dirname(verl_tor.__file__), "config")
+# All the text the model ever reads: the tiny model's chat template (system prompt, roles) and the question.
+TASK_TEXT = f"system\nYou are a helpful assistant.\nuser\nassistant\n{QUESTION}"
+# A vocabulary of the task's characters and words (~130 tokens instead of ~390): every response token the model
+# could sample instead of a colour is a way to lose the answer format, and the prompt is ~35 tokens, not ~70.
+TASK_WORDS = [*COLOURS, *sorted(set(re.findall(r"[A-Za-z]+", TASK_TEXT)))]
 # A stopped phase gets this long to shut Ray down after SIGINT before its process group is killed.
 STOP_GRACE_S = 30
 
@@ -197,7 +205,12 @@ def run_demo(settings: DemoSettings, out_dir: str) -> dict[str, str]:
     data_dir = os.path.join(out_dir, "data")
     write_dataset(data_dir, train=settings.train_rows, val=settings.val_rows, seed=settings.seed)
     init_model = build_tiny_qwen25vl(
-        os.path.join(out_dir, "model_init"), hidden=settings.hidden, layers=settings.layers, seed=settings.seed
+        os.path.join(out_dir, "model_init"),
+        hidden=settings.hidden,
+        layers=settings.layers,
+        seed=settings.seed,
+        words=TASK_WORDS,
+        alphabet=TASK_TEXT,
     )
     wall["data + model"] = time.perf_counter() - start
     print(f"data and tiny model ready in {wall['data + model']:.0f}s ({out_dir})", flush=True)
