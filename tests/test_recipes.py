@@ -1,0 +1,420 @@
+"""The recipes in ``recipes/``: every override is valid for the installed veRL 0.9.1, on GPU and under SMOKE=1.
+
+For every recipe (and every value of the gamma_p sweep, and ``eval.sh`` in each mode) the script runs with
+``DRY_RUN=1``, which prints the exact ``main_ppo`` command; that override list is composed with Hydra against the
+installed veRL (and ``verl_tor.config``) and checked the way ``main_ppo`` and its TaskRunner would: veRL's
+``validate_config``, veRL's config dataclasses of each section, and the trainer class built from the config (its
+replay buffer with DAPO's group filter, ToR's ``tor:`` section). Both forms are checked: the GPU command and the
+SMOKE=1 command. One recipe (7B Geometry3K DAPO + ToR: dynamic sampling and ToR) then runs end to end on the CPU
+with SMOKE=1, its checkpoint is evaluated with ``eval.sh`` (merge included), and ``verl_tor.report`` reads both.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+SWEEP = "qwen2_5_vl_7b_geo3k_grpo_tor_gamma_p.sh"
+TRAINING_RECIPES = sorted(
+    path.name for path in RECIPES.glob("*.sh") if path.name not in ("common.sh", "eval.sh", SWEEP)
+)
+GAMMA_P_SWEEP = ("0.1", "0.25", "0.5", "1.0", "1.5")
+# (script, arguments) of every run the recipes can launch; "{checkpoint}" is a recipe's checkpoint folder.
+INVOCATIONS = (
+    [(name, ()) for name in TRAINING_RECIPES]
+    + [(SWEEP, (value,)) for value in GAMMA_P_SWEEP]
+    + [("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",)), ("eval.sh", ("{checkpoint}",))]
+)
+SMOKE_RUN_TIMEOUT_S = 600
+CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_tor.config"}
+
+
+def run_script(script: str, args: tuple[str, ...], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """``bash recipes/<script> args`` with a clean environment: this interpreter, outputs under ``tmp_path``."""
+    base = {key: value for key, value in os.environ.items() if key not in ("SMOKE", "DRY_RUN", "EXPERIMENT_NAME")}
+    base.update(PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path / "runs"), DATA_ROOT=str(tmp_path / "data"), **env)
+    return subprocess.run(
+        ["bash", str(RECIPES / script), *args], env=base, capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+
+
+def dry_run_commands(script: str, args: tuple[str, ...], tmp_path: Path, **env: str) -> list[list[str]]:
+    """The commands the script would run (DRY_RUN=1), each split into words."""
+    result = run_script(script, args, tmp_path, DRY_RUN="1", **env)
+    assert result.returncode == 0, result.stderr
+    return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def main_ppo_command(words: list[str]) -> tuple[dict[str, str], str | None, str, list[str]]:
+    """``(environment, config path, config name, overrides)`` of ``env K=V... python -m verl.trainer.main_ppo``."""
+    start = words.index("verl.trainer.main_ppo")
+    assert words[0] == "env" and words[start - 1] == "-m"
+    environment = dict(word.split("=", 1) for word in words[1 : start - 2])
+    options = {word.split("=", 1)[0]: word.split("=", 1)[1] for word in words[start + 1 :] if word.startswith("--")}
+    overrides = [word for word in words[start + 1 :] if not word.startswith("--")]
+    return environment, options.get("--config-path"), options["--config-name"], overrides
+
+
+def compose_config(config_path: str | None, config_name: str, overrides: list[str]) -> DictConfig:
+    """Hydra's compose API, as ``main_ppo``'s ``@hydra.main`` composes the command line."""
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULES[config_path], version_base=None):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+@functools.cache
+def _composed_base(config_path: str | None, config_name: str) -> DictConfig:
+    return compose_config(config_path, config_name, [])
+
+
+def apply_overrides(config_path: str | None, config_name: str, overrides: list[str]) -> DictConfig:
+    """``compose_config`` in milliseconds instead of a second (Hydra re-reads some thirty YAML files per compose):
+    Hydra's own override parser and the function its compose applies value overrides with, on a copy of the
+    composed base config. Our recipes select no config group, so this is the same composition (tested below)."""
+    config = copy.deepcopy(_composed_base(config_path, config_name))
+    ConfigLoaderImpl._apply_overrides_to_config(OverridesParser.create().parse_overrides(overrides), config)
+    return config
+
+
+def check_like_main_ppo(config: DictConfig, model_dir: str) -> object:
+    """What ``main_ppo`` and ``TaskRunnerV1.run`` do with the config before any worker starts; returns the trainer.
+
+    The model path is replaced by the tiny model (the real one is not downloaded here) so that veRL's
+    ``HFModelConfig`` checks the model section's other keys.
+    """
+    from verl.trainer.ppo.reward import get_custom_reward_fn, resolve_reward_manager_cls
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.trainer.ppo.v1 import get_trainer_cls
+    from verl.utils.config import omega_conf_to_dataclass, validate_config
+
+    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    config.transfer_queue.enable = True
+    OmegaConf.resolve(config)
+    config.actor_rollout_ref.model.path = model_dir
+    for section in ("actor_rollout_ref.actor", "actor_rollout_ref.rollout", "actor_rollout_ref.model", "algorithm"):
+        omega_conf_to_dataclass(OmegaConf.select(config, section))
+    # veRL reads `reward` as a plain config (its RewardConfig dataclass does not even build in 0.9.1).
+    assert callable(get_custom_reward_fn(config))
+    resolve_reward_manager_cls(config)
+    # The worker renames the reference model's log-prob keys to the actor's before building its config.
+    ref = config.actor_rollout_ref.ref.copy()
+    with open_dict(ref):
+        ref.ppo_mini_batch_size = config.actor_rollout_ref.actor.ppo_mini_batch_size
+        ref.ppo_micro_batch_size = ref.pop("log_prob_micro_batch_size", None)
+        ref.ppo_micro_batch_size_per_gpu = ref.pop("log_prob_micro_batch_size_per_gpu", None)
+        ref.use_dynamic_bsz = ref.pop("log_prob_use_dynamic_bsz", False)
+        ref.ppo_max_token_len_per_gpu = ref.pop("log_prob_max_token_len_per_gpu", None)
+    omega_conf_to_dataclass(ref)
+    return get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)
+
+
+@pytest.fixture(scope="module")
+def recipe_dir(tmp_path_factory) -> Path:
+    """Working folder of the dry runs, with an (empty) checkpoint folder laid out as a recipe writes it."""
+    path = tmp_path_factory.mktemp("recipes")
+    (path / "runs" / "some_run" / "checkpoints" / "global_step_60" / "actor").mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(recipe_dir) -> str:
+    return str(recipe_dir / "runs" / "some_run" / "checkpoints" / "global_step_60")
+
+
+@pytest.fixture(scope="module")
+def recipe_config(recipe_dir, checkpoint_dir):
+    """``recipe_config(script, args, smoke, extra=()) -> (config, environment)`` of the script's main_ppo command;
+    each command is composed once per module (Hydra takes about a second) and handed out as a fresh copy."""
+    cache: dict[tuple, tuple[DictConfig, dict[str, str]]] = {}
+
+    def get(script: str, args: tuple[str, ...], smoke: bool, extra: tuple[str, ...] = ()):
+        key = (script, args, smoke, extra)
+        if key not in cache:
+            words = tuple(arg.format(checkpoint=checkpoint_dir) for arg in args) + extra
+            env = {"SMOKE": "1"} if smoke else {}
+            commands = [
+                cmd for cmd in dry_run_commands(script, words, recipe_dir, **env) if "verl.trainer.main_ppo" in cmd
+            ]
+            assert len(commands) == 1
+            environment, config_path, config_name, overrides = main_ppo_command(commands[0])
+            cache[key] = (apply_overrides(config_path, config_name, overrides), environment)
+        config, environment = cache[key]
+        return copy.deepcopy(config), dict(environment)
+
+    return get
+
+
+@pytest.mark.parametrize("script", ["qwen2_5_vl_7b_geo3k_dapo.sh", "qwen2_5_vl_7b_geo3k_dapo_tor.sh"])
+def test_fast_composition_equals_hydra_compose(script, recipe_dir):
+    [words] = dry_run_commands(script, (), recipe_dir)
+    _, config_path, config_name, overrides = main_ppo_command(words)
+    fast, full = (
+        apply_overrides(config_path, config_name, overrides),
+        compose_config(config_path, config_name, overrides),
+    )
+    assert OmegaConf.to_container(fast) == OmegaConf.to_container(full)
+
+
+@pytest.mark.parametrize("smoke", [False, True], ids=["gpu", "smoke"])
+@pytest.mark.parametrize(("script", "args"), INVOCATIONS, ids=[" ".join((s, *a)) for s, a in INVOCATIONS])
+def test_recipe_config_is_valid_for_verl(script, args, smoke, recipe_config, tiny_model_dir):
+    config, environment = recipe_config(script, args, smoke)
+    trainer = check_like_main_ppo(config, tiny_model_dir)
+    if smoke:
+        assert environment.get("VERL_PLATFORM") == "cpu"
+        assert config.actor_rollout_ref.rollout.name == "hf"
+        assert config.trainer.total_training_steps == 1
+    else:
+        assert environment == {}
+        assert config.actor_rollout_ref.rollout.name == "vllm"
+    if config.trainer.v1.trainer_mode == "tor_sync":
+        assert trainer.tor_enabled
+    dapo = bool(config.algorithm.filter_groups.enable)
+    assert trainer.replay_buffer.filter_groups_metric == ("acc" if dapo else None)
+
+
+def _algorithm_settings(config: DictConfig) -> dict:
+    actor = config.actor_rollout_ref.actor
+    rollout = config.actor_rollout_ref.rollout
+    return {
+        "algorithm": OmegaConf.to_container(config.algorithm, resolve=True),
+        "tor": OmegaConf.to_container(config.tor, resolve=True) if "tor" in config else None,
+        "trainer_mode": config.trainer.v1.trainer_mode,
+        "actor": {key: actor[key] for key in ("use_kl_loss", "kl_loss_coef", "kl_loss_type", "loss_agg_mode")}
+        | {key: actor[key] for key in ("clip_ratio_low", "clip_ratio_high", "clip_ratio_c", "entropy_coeff")}
+        | {"lr": actor.optim.lr, "clip_grad": actor.optim.clip_grad, "scheduler": actor.optim.lr_scheduler_type},
+        "rollout": {key: rollout[key] for key in ("temperature", "top_p", "top_k")}
+        | {"val": OmegaConf.to_container(rollout.val_kwargs, resolve=True)},
+    }
+
+
+@pytest.mark.parametrize(("script", "args"), INVOCATIONS, ids=[" ".join((s, *a)) for s, a in INVOCATIONS])
+def test_smoke_keeps_the_algorithm_and_tor_settings(script, args, recipe_config):
+    """SMOKE=1 swaps model, data, device, rollout, sizes and steps only: every algorithm/ToR value is the GPU one."""
+    gpu, _ = recipe_config(script, args, False)
+    smoke, _ = recipe_config(script, args, True)
+    assert _algorithm_settings(smoke) == _algorithm_settings(gpu)
+
+
+@pytest.mark.parametrize("script", TRAINING_RECIPES)
+def test_gpu_recipe_has_the_papers_setting(script, recipe_config):
+    config, _ = recipe_config(script, (), False)
+    actor, rollout, data = config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout, config.data
+    assert (data.train_batch_size, rollout.n, actor.ppo_mini_batch_size) == (512, 12, 128)
+    assert (data.max_response_length, config.trainer.total_epochs) == (2048, 15)
+    assert (actor.optim.lr, actor.optim.lr_scheduler_type, actor.optim.lr_warmup_steps_ratio) == (1e-6, "constant", 0)
+    assert (rollout.temperature, rollout.top_p, rollout.top_k) == (1.0, 1.0, -1)
+    assert dict(data.mm_processor_kwargs) == {"min_pixels": 262144, "max_pixels": 4194304}
+    assert not actor.freeze_vision_tower
+    assert config.reward.custom_reward_function.path == "pkg://verl_tor.rewards"
+    assert not rollout.val_kwargs.do_sample and rollout.val_kwargs.n == 1
+    if "_dapo" in script:
+        assert not actor.use_kl_loss
+        assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode) == (0.2, 0.28, "token-mean")
+        assert config.algorithm.filter_groups.enable and config.algorithm.filter_groups.metric == "acc"
+    else:
+        assert actor.use_kl_loss and (actor.kl_loss_coef, actor.kl_loss_type) == (0.01, "low_var_kl")
+        assert (actor.clip_ratio_low, actor.clip_ratio_high) == (0.2, 0.2)
+        assert not config.algorithm.filter_groups.enable
+    uses_tor = "_tor" in script or "_only" in script
+    assert config.trainer.v1.trainer_mode == ("tor_sync" if uses_tor else "sync")
+    expected_model = "Qwen/Qwen2.5-VL-3B-Instruct" if "_3b_" in script else "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert config.actor_rollout_ref.model.path == expected_model
+    assert data.train_files.endswith("virl39k/train.parquet" if "virl39k" in script else "geo3k/train.parquet")
+
+
+def test_ablations_and_sweep_set_the_token_weights(recipe_config, tmp_path):
+    def tor(script, *args):
+        return dict(recipe_config(script, args, False)[0].tor)
+
+    paper = {"reasoning_weight": 1.0, "perception_weight": 0.5, "other_weight": 0.0}
+    assert {key: tor("qwen2_5_vl_7b_geo3k_dapo_tor.sh")[key] for key in paper} == paper
+    reasoning_only = tor("qwen2_5_vl_7b_geo3k_grpo_reasoning_only.sh")
+    assert (
+        reasoning_only["reasoning_weight"],
+        reasoning_only["perception_weight"],
+        reasoning_only["other_weight"],
+    ) == (
+        1.0,
+        0.0,
+        0.0,
+    )
+    perception_only = tor("qwen2_5_vl_7b_geo3k_grpo_perception_only.sh")
+    assert (perception_only["reasoning_weight"], perception_only["perception_weight"]) == (0.0, 1.0)
+    assert perception_only["other_weight"] == 0.0
+    for value in GAMMA_P_SWEEP:
+        assert tor(SWEEP, value)["perception_weight"] == float(value)
+    assert run_script(SWEEP, ("0.7",), tmp_path, DRY_RUN="1").returncode != 0
+
+
+@pytest.mark.parametrize("smoke", [False, True], ids=["gpu", "smoke"])
+def test_command_line_overrides_win(smoke, recipe_config):
+    extra = ("actor_rollout_ref.actor.optim.lr=3e-6", "tor.perception_weight=0.75")
+    config, _ = recipe_config("qwen2_5_vl_7b_geo3k_grpo_tor.sh", (), smoke, extra)
+    assert config.actor_rollout_ref.actor.optim.lr == 3e-6
+    assert config.tor.perception_weight == 0.75
+
+
+def test_environment_knobs(tmp_path):
+    knobs = {
+        "MODEL_PATH": "/models/qwen7b",
+        "N_GPUS_PER_NODE": "4",
+        "NNODES": "2",
+        "LOGGER": "console,wandb",
+        "EXPERIMENT_NAME": "my_run",
+    }
+    [words] = dry_run_commands("qwen2_5_vl_7b_geo3k_grpo.sh", (), tmp_path, **knobs)
+    _, _, _, overrides = main_ppo_command(words)
+    config = apply_overrides(None, "ppo_trainer", overrides)
+    run_dir = tmp_path / "runs" / "my_run"
+    assert config.actor_rollout_ref.model.path == "/models/qwen7b"
+    assert (config.trainer.n_gpus_per_node, config.trainer.nnodes) == (4, 2)
+    assert list(config.trainer.logger) == ["console", "wandb", "file"]
+    assert config.trainer.experiment_name == "my_run"
+    assert config.trainer.default_local_dir == str(run_dir / "checkpoints")
+    assert config.data.train_files == str(tmp_path / "data" / "geo3k" / "train.parquet")
+    metrics_path = config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH
+    assert re.fullmatch(re.escape(str(run_dir / "metrics")) + r"/\d{8}T\d{6}Z\.jsonl", metrics_path)
+
+
+@pytest.mark.parametrize(("mode", "sampling"), [("greedy", (False, 0, 1)), ("avg8", (True, 1.0, 8))])
+def test_eval_modes(mode, sampling, tmp_path):
+    [words] = dry_run_commands("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",), tmp_path, EVAL_MODE=mode)
+    config = apply_overrides(None, "ppo_trainer", main_ppo_command(words)[3])
+    val = config.actor_rollout_ref.rollout.val_kwargs
+    assert (val.do_sample, val.temperature, val.n) == sampling
+    assert config.trainer.val_only and config.trainer.val_before_train
+    benchmarks = [Path(path).parent.name for path in config.data.val_files]
+    assert benchmarks == ["mathverse", "mathvision", "mathvista", "wemath", "hallusionbench"]
+    eval_dir = tmp_path / "runs" / "eval_Qwen2.5-VL-7B-Instruct" / "eval" / f"model_{mode}"
+    assert config.trainer.validation_data_dir == str(eval_dir / "generations")
+
+
+def test_eval_both_modes_and_checkpoint_merge(tmp_path, checkpoint_dir):
+    commands = dry_run_commands("eval.sh", (checkpoint_dir,), tmp_path, EVAL_MODE="both")
+    actor = Path(checkpoint_dir) / "actor"
+    merge = ["-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor), "--target_dir"]
+    assert [words[1:] for words in commands if "verl.model_merger" in words][0] == merge + [str(actor / "merged_hf")]
+    runs = [words for words in commands if "verl.trainer.main_ppo" in words]
+    for words, mode in zip(runs, ("greedy", "avg8"), strict=True):
+        config = apply_overrides(None, "ppo_trainer", main_ppo_command(words)[3])
+        assert config.actor_rollout_ref.model.path == str(actor / "merged_hf")
+        eval_dir = Path(checkpoint_dir).parents[1] / "eval" / f"global_step_60_{mode}"
+        assert config.trainer.validation_data_dir == str(eval_dir / "generations")
+    assert len(runs) == 2
+    assert run_script("eval.sh", (), tmp_path, DRY_RUN="1").returncode != 0
+    assert run_script("eval.sh", ("m",), tmp_path, DRY_RUN="1", EVAL_MODE="best").returncode != 0
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+
+
+def _launch(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """``SMOKE=1 bash recipes/<script>`` with a private, short Ray temp dir (Ray's socket paths are
+    length-limited), removed afterwards."""
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    try:
+        return subprocess.run(
+            ["timeout", str(SMOKE_RUN_TIMEOUT_S), "bash", str(RECIPES / script), *args]
+            + [f"+ray_kwargs.ray_init._temp_dir={ray_dir}"],
+            env={**os.environ, "PYTHON": sys.executable, "SMOKE": "1", "OUTPUT_DIR": str(tmp_path / "runs")},
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> dict:
+    """The 7B Geometry3K DAPO + ToR recipe with SMOKE=1 (DAPO's group filter and ToR in one step), then
+    ``eval.sh`` with SMOKE=1 on its step-1 checkpoint (merged by veRL's model merger)."""
+    tmp_path = tmp_path_factory.mktemp("smoke")
+    run_dir = tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_dapo_tor_smoke"
+    train = _launch("qwen2_5_vl_7b_geo3k_dapo_tor.sh", [], tmp_path)
+    evaluation = None
+    if train.returncode == 0:
+        evaluation = _launch("eval.sh", [str(run_dir / "checkpoints" / "global_step_1")], tmp_path)
+    return {"dir": run_dir, "train": train, "eval": evaluation}
+
+
+def _read_metrics(folder: Path) -> dict[int, dict]:
+    steps: dict[int, dict] = {}
+    for path in sorted((folder / "metrics").glob("*.jsonl")):
+        for entry in map(json.loads, path.read_text().splitlines()):
+            steps.setdefault(entry["step"], {}).update(entry["data"])
+    return steps
+
+
+@pytest.mark.e2e
+def test_smoke_recipe_trains_one_step(smoke_run):
+    assert smoke_run["train"].returncode == 0, smoke_run["train"].stdout[-5000:] + smoke_run["train"].stderr[-5000:]
+    steps = _read_metrics(smoke_run["dir"])
+    assert sorted(steps) == [0, 1]
+    step = steps[1]
+    for name in ("actor/pg_loss", "critic/score/mean", "response_length/mean", "timing_s/step", "timing_s/gen"):
+        assert name in step, name
+    for name in ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction", "tor/mean_weight"):
+        assert name in step, name
+    # At most ⌈0.3 N⌉ of the N response tokens each (0.3125 of 64 tokens, say).
+    assert 0 < step["tor/reasoning_fraction"] < 0.35 and 0 < step["tor/perception_fraction"] < 0.35
+    # DAPO's filter kept only groups whose accuracy differs between responses.
+    assert 0 < step["critic/score/mean"] < 1
+    assert "val-core/verl_tor/colour/acc/mean@1" in steps[0] and "val-core/verl_tor/colour/acc/mean@1" in step
+    info = json.loads((smoke_run["dir"] / "run.json").read_text())
+    assert (info["label"], info["recipe_model"], info["train_set"], info["smoke"]) == (
+        "DAPO + ToR",
+        "Qwen/Qwen2.5-VL-7B-Instruct",
+        "geo3k",
+        "1",
+    )
+    assert (smoke_run["dir"] / "checkpoints" / "global_step_1" / "actor").is_dir()
+
+
+@pytest.mark.e2e
+def test_smoke_eval_of_the_checkpoint(smoke_run):
+    evaluation = smoke_run["eval"]
+    assert evaluation is not None and evaluation.returncode == 0, evaluation and evaluation.stderr[-5000:]
+    merged = smoke_run["dir"] / "checkpoints" / "global_step_1" / "actor" / "merged_hf"
+    assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
+    eval_dir = smoke_run["dir"] / "eval" / "global_step_1_greedy"
+    steps = _read_metrics(eval_dir)
+    assert list(steps) == [0] and "val-core/verl_tor/colour/acc/mean@1" in steps[0]
+    assert list((eval_dir / "generations").glob("*.jsonl"))
+
+
+@pytest.mark.e2e
+def test_report_of_the_smoke_run(smoke_run, tmp_path):
+    from verl_tor.report import main
+
+    assert smoke_run["eval"] is not None and smoke_run["eval"].returncode == 0
+    main([str(smoke_run["dir"]), "--out", str(tmp_path / "results.md")])
+    report = (tmp_path / "results.md").read_text()
+    accuracy = _read_metrics(smoke_run["dir"] / "eval" / "global_step_1_greedy")[0][
+        "val-core/verl_tor/colour/acc/mean@1"
+    ]
+    ours = [line for line in report.splitlines() if "ours (SMOKE): qwen2_5_vl_7b_geo3k_dapo_tor_smoke" in line]
+    assert len(ours) == 1 and ours[0].split("|")[-2].strip() == f"{100 * accuracy:.1f}"
+    assert "| DAPO + ToR | paper (7B, Geometry3K, LLM judge) | 53.4 | 27.9 | 72.6 | 72.1 | 71.8 | 59.56 |" in report
+    assert "Gemini-2.0-Flash" in report
+    assert (tmp_path / "results_curves.png").stat().st_size > 10_000

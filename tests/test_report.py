@@ -1,0 +1,148 @@
+"""``verl_tor.report`` on run folders laid out as the recipes write them, with metrics files written by veRL's own
+``FileLogger`` (the "file" backend of ``trainer.logger``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from verl.utils.tracking import FileLogger
+
+from verl_tor.report import PAPER_TABLE4, main, validation_accuracies
+
+BENCHMARK_ACCURACY = {
+    "mathverse": 0.512,
+    "mathvision": 0.2634,
+    "mathvista": 0.7049,
+    "wemath": 0.6951,
+    "hallusionbench": 0.7,
+}
+AVG8_ACCURACY = {"mathverse": 0.48, "mathvision": 0.25, "mathvista": 0.69, "wemath": 0.66, "hallusionbench": 0.68}
+
+
+def log_metrics(folder: Path, launch: str, steps: dict[int, dict[str, float]], monkeypatch) -> None:
+    """Write ``steps`` the way a recipe run does: veRL's FileLogger at ``folder/metrics/<launch>.jsonl``."""
+    (folder / "metrics").mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(folder / "metrics" / f"{launch}.jsonl"))
+    logger = FileLogger(project_name="verl_tor", experiment_name=folder.name)
+    for step, data in steps.items():
+        logger.log(data=data, step=step)
+    logger.finish()
+
+
+def write_info(folder: Path, **info: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps(info))
+
+
+def training_run(folder: Path, label: str, model: str) -> Path:
+    """A training run's folder with the run.json a recipe writes (Geometry3K, not a smoke run)."""
+    write_info(
+        folder, kind="train", experiment=folder.name, label=label, recipe_model=model, train_set="geo3k", smoke="0"
+    )
+    return folder
+
+
+def training_step(step: int, geo3k: float | None = None) -> dict[str, float]:
+    metrics = {
+        "critic/score/mean": 0.1 * step,
+        "response_length/mean": 300.0 + step,
+        "tor/reasoning_fraction": 0.3,
+        "tor/perception_fraction": 0.28,
+        "tor/overlap_fraction": 0.1,
+    }
+    if geo3k is not None:
+        metrics["val-core/geo3k/acc/mean@1"] = geo3k
+    return metrics
+
+
+def evaluation(accuracy: dict[str, float], n: int) -> dict[int, dict[str, float]]:
+    metrics = {f"val-core/{source}/acc/mean@{n}": value for source, value in accuracy.items()}
+    metrics |= {f"val-aux/{source}/reward/mean@{n}": value + 0.05 for source, value in accuracy.items()}
+    return {0: metrics}
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A 7B Geometry3K DAPO + ToR run with greedy and avg@8 evaluations, and a 3B GRPO run (resumed once) with
+    only training-time validation."""
+    paper_run = training_run(tmp_path / "qwen2_5_vl_7b_geo3k_dapo_tor", "DAPO + ToR", "Qwen/Qwen2.5-VL-7B-Instruct")
+    log_metrics(
+        paper_run, "20260101T000000Z", {0: {"val-core/geo3k/acc/mean@1": 0.4}, 1: training_step(1)}, monkeypatch
+    )
+    for mode, accuracy, n in (("greedy", BENCHMARK_ACCURACY, 1), ("avg8", AVG8_ACCURACY, 8)):
+        folder = paper_run / "eval" / f"global_step_60_{mode}"
+        write_info(folder, kind="eval", experiment=f"eval_global_step_60_{mode}", step="global_step_60", mode=mode)
+        log_metrics(folder, "20260102T000000Z", evaluation(accuracy, n), monkeypatch)
+
+    other = training_run(tmp_path / "qwen2_5_vl_3b_geo3k_grpo", "GRPO", "Qwen/Qwen2.5-VL-3B-Instruct")
+    log_metrics(other, "20260101T000000Z", {1: training_step(1), 2: training_step(2, geo3k=0.25)}, monkeypatch)
+    # Resumed from step 1: step 2 again, then 3. The later launch's values win.
+    log_metrics(other, "20260103T000000Z", {2: training_step(2, geo3k=0.35), 3: training_step(3)}, monkeypatch)
+    return paper_run, other
+
+
+def table_rows(report: str, title_start: str) -> list[list[str]]:
+    """Rows (cells) of the table under the heading starting with ``title_start``."""
+    section = report.split(title_start, 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_table_4_layout_with_the_papers_numbers(runs, tmp_path):
+    paper_run, other = runs
+    main([str(paper_run), str(other), "--out", str(tmp_path / "results.md")])
+    report = (tmp_path / "results.md").read_text()
+
+    header = "| method | source | MathVerse | MathVision | MathVista | WeMath | HallusionBench | mean | Geometry3K |"
+    assert header in report
+    greedy = table_rows(report, "## Accuracy (%), greedy")
+    paper = ["DAPO + ToR", "paper (7B, Geometry3K, LLM judge)", "53.4", "27.9", "72.6", "72.1", "71.8", "59.56", ""]
+    assert greedy[0] == paper
+    ours = greedy[1]
+    assert ours[:2] == ["DAPO + ToR", "ours: qwen2_5_vl_7b_geo3k_dapo_tor, global_step_60"]
+    assert ours[2:7] == [f"{100 * value:.1f}" for value in BENCHMARK_ACCURACY.values()]
+    assert ours[7] == f"{100 * sum(BENCHMARK_ACCURACY.values()) / 5:.2f}"
+    # A run outside the paper's setting: no paper row; its last training-time validation, resumed value.
+    assert greedy[2] == ["GRPO", "ours: qwen2_5_vl_3b_geo3k_grpo, training-time validation, step 2"] + ["–"] * 6 + [
+        "35.0"
+    ]
+    assert len(greedy) == 3
+
+    [avg8] = table_rows(report, "## Accuracy (%), avg@8")
+    assert avg8[2:8] == [f"{100 * v:.1f}" for v in AVG8_ACCURACY.values()] + [
+        f"{100 * sum(AVG8_ACCURACY.values()) / 5:.2f}"
+    ]
+    # The grading note stands next to every table.
+    assert report.count("Gemini-2.0-Flash") == report.count("## Accuracy") == 2
+    assert "![training curves](results_curves.png)" in report
+    assert (tmp_path / "results_curves.png").stat().st_size > 10_000
+
+
+def test_eval_folder_alone_and_png_option(runs, tmp_path):
+    paper_run, _ = runs
+    png = tmp_path / "plots" / "curves.png"
+    png.parent.mkdir()
+    main([str(paper_run / "eval" / "global_step_60_greedy"), "--out", str(tmp_path / "r.md"), "--png", str(png)])
+    report = (tmp_path / "r.md").read_text()
+    [row] = table_rows(report, "## Accuracy (%), greedy")
+    assert row[1] == "ours: eval_global_step_60_greedy"
+    assert "paper" not in report.split("## Accuracy", 1)[1].split("|", 1)[1]
+    assert "![training curves](plots/curves.png)" in report and png.is_file()
+
+
+def test_validation_metric_names():
+    metrics = {
+        "val-core/verl_tor/colour/reward/mean@1": 0.5,  # a data source with a slash; no `acc`: the reward
+        "val-core/mathvista/acc/mean@8": 0.7,
+        "val-aux/mathvista/acc/std@8": 0.1,
+        "val-core/mathvista/acc/best@8/mean": 0.9,
+        "val-core/mathvista/acc/maj@8/mean": 0.8,
+    }
+    assert validation_accuracies(metrics) == {1: {"verl_tor/colour": 0.5}, 8: {"mathvista": 0.7}}
+
+
+def test_paper_table_means_match_the_paper():
+    for values in PAPER_TABLE4.values():
+        assert round(sum(values[:5]) / 5, 2) == pytest.approx(values[5], abs=0.011)
