@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_ROOT ?= $(HOME)/data/verl_tor
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo smoke
+.PHONY: install test lint demo smoke smoke-recipes
 
 install: $(STAMP)
 
@@ -40,5 +40,13 @@ demo: install
 # The same pipeline with 2 steps per arm and a short warm start: a few minutes.
 smoke: install
 	$(PY) -m verl_tor.demo --smoke
+
+# Every recipe in recipes/ end to end with SMOKE=1 (one CPU step each, ~2 min per run; `make test` runs one).
+smoke-recipes: install
+	@set -e; for recipe in recipes/qwen2_5_vl_*.sh; do \
+	  args=; case $$recipe in *_gamma_p.sh) args=0.5;; esac; \
+	  echo "== $$recipe $$args"; SMOKE=1 PYTHON=$(abspath $(PY)) OUTPUT_DIR=$(CURDIR)/outputs/smoke-recipes bash $$recipe $$args; \
+	done
+	SMOKE=1 PYTHON=$(abspath $(PY)) OUTPUT_DIR=$(CURDIR)/outputs/smoke-recipes bash recipes/eval.sh
 
 include data_prep/data.mk
