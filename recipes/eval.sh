@@ -69,13 +69,13 @@ evaluate() {
   shift
   mode_overrides "$mode"
   local name="eval_${TAG}_${mode}"
-  local eval_dir="$RUN_DIR/eval/${TAG}_${mode}"
+  local eval_dir="$RUN_DIR/eval/${TAG}_${mode}" files
   if [[ $SMOKE == 1 ]]; then
     base_smoke "$eval_dir"
+    files="$eval_dir/smoke_inputs/data/val.parquet"
     # The smoke run's own model unless a checkpoint or model was given.
     if [[ -n $MODEL ]]; then BASE+=(actor_rollout_ref.model.path="$MODEL"); fi
   else
-    local files
     files=$(IFS=,; echo "${EVAL_FILES[*]}")
     base_gpu "$MODEL" "${EVAL_FILES[0]}" "[$files]"
     # Benchmark images up to 4,194,304 pixels take up to 5,350 tokens; the training set is only built, never used.
@@ -90,9 +90,10 @@ evaluate() {
     actor_rollout_ref.actor.use_kl_loss=false
     trainer.save_freq=-1
   )
+  # val_files lets `verl_tor.report --judge-url` find each dumped response's benchmark row.
   local info
   info=$(run_info kind eval experiment "$name" label "$LABEL" mode "$mode" step "$TAG" \
-    model "$MODEL" smoke "$SMOKE")
+    model "$MODEL" smoke "$SMOKE" val_files "$files")
   launch "$eval_dir" "$info" "$PYTHON" -m verl.trainer.main_ppo --config-name=ppo_trainer \
     "${BASE[@]}" "${RUN[@]}" "${PAPER[@]}" "${eval_only[@]}" "${MODE[@]}" "$@"
 }

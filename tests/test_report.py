@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from verl.utils.tracking import FileLogger
 
@@ -146,3 +149,76 @@ def test_validation_metric_names():
 def test_paper_table_means_match_the_paper():
     for values in PAPER_TABLE4.values():
         assert round(sum(values[:5]) / 5, 2) == pytest.approx(values[5], abs=0.011)
+
+
+class FakeJudge(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat-completions endpoint: the answer is looked up by the question in the prompt."""
+
+    answers = {"Q1 which shape?": "A", "Q2 which angle?": "NONE", "Q3 is it red?": "Yes"}
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.path == "/v1/chat/completions" and body["model"] == "judge-model" and body["temperature"] == 0
+        prompt = body["messages"][0]["content"]
+        answer = next(answer for question, answer in self.answers.items() if question in prompt)
+        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": f" {answer}\n"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def judge_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_judge_extracted_answers_are_graded_per_benchmark(tmp_path, monkeypatch, judge_url):
+    """Each dumped response is matched to its benchmark row by question, its judge-extracted answer graded by rule."""
+    rows = [
+        ("wemath", "<image>Q1 which shape?", "A", "multiple_choice", ["circle", "square"]),
+        ("wemath", "<image>Q2 which angle?", "B", "multiple_choice", ["30", "45"]),
+        ("hallusionbench", "<image>Q3 is it red?", "yes", "yes_no", []),
+    ]
+    data = tmp_path / "bench.parquet"
+    pd.DataFrame(
+        [
+            {
+                "data_source": source,
+                "prompt": [{"role": "user", "content": content}],
+                "reward_model": {"style": "rule", "ground_truth": truth},
+                "extra_info": {"answer_type": kind, "choices": choices},
+            }
+            for source, content, truth, kind, choices in rows
+        ]
+    ).to_parquet(data)
+    eval_dir = tmp_path / "eval_model_greedy"
+    write_info(eval_dir, kind="eval", experiment=eval_dir.name, step="model", mode="greedy", val_files=str(data))
+    # The rule found no \boxed{} answer in any response; the judge finds two right ones.
+    log_metrics(eval_dir, "20260102T000000Z", evaluation({"wemath": 0.0, "hallusionbench": 0.0}, 1), monkeypatch)
+    (eval_dir / "generations").mkdir()
+    dumped = [
+        {"input": f"system\nYou are a helpful assistant.\nuser\n{q.removeprefix('<image>')}\nassistant\n"}
+        for _, q, *_ in rows
+    ]
+    dumped.append({"input": "system\nx\nuser\nNot a benchmark question\nassistant\n"})
+    lines = [json.dumps({**entry, "output": "The answer is ...", "gts": "-", "score": 0.0}) for entry in dumped]
+    (eval_dir / "generations" / "0.jsonl").write_text("\n".join(lines) + "\n")
+
+    out = tmp_path / "results.md"
+    main([str(eval_dir), "--out", str(out), "--judge-url", judge_url, "--judge-model", "judge-model"])
+    greedy = table_rows(out.read_text(), "## Accuracy (%), greedy")
+    assert greedy[0][1] == "ours: eval_model_greedy" and greedy[0][5:7] == ["0.0", "0.0"]
+    assert greedy[1][1] == "ours: eval_model_greedy, answers extracted by judge-model (1 responses matched no row)"
+    assert greedy[1][5:7] == ["50.0", "100.0"]  # WeMath: A right, NONE wrong; HallusionBench: Yes right
+    assert "answers extracted by …" in out.read_text()
+    with pytest.raises(SystemExit):
+        main([str(eval_dir), "--out", str(out), "--judge-url", judge_url])

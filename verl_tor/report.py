@@ -1,6 +1,6 @@
 """Results of recipe runs in the paper's Table 4 layout, the paper's numbers beside ours, and training curves.
 
-    python -m verl_tor.report RUN_DIR... --out results.md [--png curves.png]
+    python -m verl_tor.report RUN_DIR... --out results.md [--png curves.png] [--judge-url URL --judge-model NAME]
 
 A RUN_DIR is what a recipe writes (``OUTPUT_DIR/<experiment>``: ``run.json``, ``metrics/*.jsonl`` from veRL's file
 logger, ``eval/<step>_<mode>/`` from ``recipes/eval.sh``) or one evaluation folder. Each evaluation gives a table
@@ -9,6 +9,9 @@ prompt, from ``verl_tor.rewards``; ``reward`` for a reward function without ``ac
 evaluations contributes its last training-time validation instead. Tables are split by N: greedy (N = 1, the
 paper's protocol) and avg@N. Rows of the paper's setting (Qwen2.5-VL-7B-Instruct trained on Geometry3K, a Table 4
 method) get the paper's row beside them.
+
+With ``--judge-url URL --judge-model NAME`` (off by default) every evaluation also gets a row graded on the answers
+an OpenAI-compatible LLM extracts from its dumped responses (``verl_tor.judge``), as the paper's judge did.
 
 The PNG has one line per run: reward (``critic/score/mean``), validation accuracy, ToR's selected fractions
 (``tor/*``) and response length over training steps.
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep import BENCHMARKS, DATA_SOURCES
+from verl_tor.judge import Judge, judged_accuracy
 
 # Paper Table 4: Qwen2.5-VL-7B-Instruct trained on Geometry3K, greedy decoding, accuracy % (LLM-judged).
 PAPER_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -41,6 +45,11 @@ GRADING_NOTE = (
     "Grading: rule-based answer matching (`verl_tor.rewards.compute_score`: the last `\\boxed{}`, math-verify, "
     "option letters, yes/no). The paper extracted answers with an LLM judge (Gemini-2.0-Flash); its numbers are "
     "shown for orientation, not as a like-for-like comparison."
+)
+JUDGED = "answers extracted by"
+JUDGE_NOTE = (
+    "Rows marked “answers extracted by …” grade, by the same rule, the final answer that LLM extracted from each "
+    "response (`--judge-url`), closer to the paper's protocol."
 )
 VALIDATION_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<variable>acc|reward)/mean@(?P<n>\d+)$")
 CURVE_PANELS = (
@@ -125,7 +134,16 @@ def _evaluation_rows(folder: Path, label: str, paper: tuple[float, ...] | None, 
     ]
 
 
-def load_run(folder: Path) -> Run:
+def _judged_rows(folder: Path, rows: list[Row], judge: Judge | None) -> list[Row]:
+    """With a judge, each evaluation row again with the judge-extracted answers graded (``verl_tor.judge``)."""
+    if judge is None or not rows or not (folder / "generations").is_dir():
+        return []
+    accuracy, unmatched = judged_accuracy(folder, judge)
+    note = f", {JUDGED} {judge.model}" + (f" ({unmatched} responses matched no row)" if unmatched else "")
+    return [Row(row.label, row.source + note, row.n, accuracy, row.paper) for row in rows]
+
+
+def load_run(folder: Path, judge: Judge | None = None) -> Run:
     """A run folder (with ``eval/*`` evaluations, else its training-time validation) or one evaluation folder."""
     info = read_run_info(folder)
     name = info.get("experiment", folder.name)
@@ -134,11 +152,13 @@ def load_run(folder: Path) -> Run:
     ours = "ours (SMOKE)" if info.get("smoke") == "1" else "ours"
     if info.get("kind") == "eval":
         run.rows = _evaluation_rows(folder, run.label, None, f"{ours}: {name}")
+        run.rows += _judged_rows(folder, run.rows, judge)
         return run
     paper = paper_row(info)
     for evaluation in sorted(path for path in (folder / "eval").glob("*") if path.is_dir()):
         source = f"{ours}: {name}, {read_run_info(evaluation).get('step', evaluation.name)}"
-        run.rows += _evaluation_rows(evaluation, run.label, paper, source)
+        rows = _evaluation_rows(evaluation, run.label, paper, source)
+        run.rows += rows + _judged_rows(evaluation, rows, judge)
     if not run.rows:
         source = f"{ours}: {name}, training-time validation, step {{step}}"
         run.rows = _evaluation_rows(folder, run.label, paper, source)
@@ -182,8 +202,10 @@ def markdown_report(runs: Sequence[Run], png: str | None = None) -> str:
         parts += ["No validation metrics found in: " + ", ".join(str(run.folder) for run in runs), ""]
     for n in sorted({row.n for row in rows}):
         title = "greedy decoding (n = 1), the paper's protocol" if n == 1 else f"avg@{n}: mean of {n} samples"
-        parts += [f"## Accuracy (%), {title}", "", f"> {GRADING_NOTE}", ""]
-        parts += [markdown_table([row for row in rows if row.n == n]), ""]
+        table_rows = [row for row in rows if row.n == n]
+        note = GRADING_NOTE + (" " + JUDGE_NOTE if any(JUDGED in row.source for row in table_rows) else "")
+        parts += [f"## Accuracy (%), {title}", "", f"> {note}", ""]
+        parts += [markdown_table(table_rows), ""]
     if png:
         parts += ["## Training curves", "", f"![training curves]({png})", ""]
     return "\n".join(parts)
@@ -230,8 +252,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (OUTPUT_DIR/<experiment>) or eval folders")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
     parser.add_argument("--png", type=Path, help="training-curves PNG (default: next to --out, <out>_curves.png)")
+    parser.add_argument(
+        "--judge-url",
+        help="OpenAI-compatible endpoint (…/v1) that extracts answers again (verl_tor.judge); off by default",
+    )
+    parser.add_argument("--judge-model", help="model name for --judge-url")
     args = parser.parse_args(argv)
-    runs = [load_run(folder) for folder in args.runs]
+    if bool(args.judge_url) != bool(args.judge_model):
+        parser.error("--judge-url and --judge-model go together")
+    judge = Judge(args.judge_url, args.judge_model) if args.judge_url else None
+    runs = [load_run(folder, judge) for folder in args.runs]
     png = args.png or args.out.with_name(args.out.stem + "_curves.png")
     plot_curves(runs, png)
     args.out.write_text(markdown_report(runs, os.path.relpath(png, args.out.parent)))
