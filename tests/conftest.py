@@ -7,7 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# veRL picks its platform once per process: tests run it on the CPU unless told otherwise (e.g. =cuda on a GPU).
+# veRL picks its platform once per process: tests run it on the CPU unless told otherwise (e.g. =nvidia on a GPU).
 os.environ.setdefault("VERL_PLATFORM", "cpu")
 
 

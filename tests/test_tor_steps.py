@@ -239,3 +239,18 @@ def test_missing_section_and_incompatible_verl_settings_are_named():
     ]
     # A disabled section is still validated, but veRL settings do not matter then.
     assert not read_tor_section(_config({"enable": False}, algorithm={"rollout_correction": {"bypass_mode": True}}))[0]
+
+
+def test_tor_trainer_runs_verls_sync_mode():
+    """veRL branches on `trainer_mode == "sync"` (replay buffer, refills, checkpoints); ToR's mode is sync."""
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
+
+    from verl_tor.trainer import ToRTrainer
+
+    trainer = ToRTrainer.__new__(ToRTrainer)
+    trainer.config = compose_ppo_config(["trainer.v1.trainer_mode=tor_sync"])
+    trainer.trainer_mode = trainer.config.trainer.v1.trainer_mode  # what veRL's __init__ does
+    trainer.parameter_sync_step = 1
+    assert trainer.trainer_mode == "sync"
+    buffer = trainer._build_replay_buffer()
+    assert type(buffer) is ReplayBuffer and not isinstance(buffer, ReplayBufferAsync)

@@ -115,6 +115,16 @@ class ToRTrainer(PPOTrainerSync):
         self.tor_enabled, self.tor = read_tor_section(config)
         super().__init__(config)
 
+    # veRL's base trainer assigns `trainer_mode` from the config (here "tor_sync") and then branches on
+    # `trainer_mode == "sync"` (replay buffer, refills, checkpointed TransferQueue state): ToR runs the sync mode.
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, _name: str) -> None:
+        pass
+
     def _init_tokenizer(self):
         super()._init_tokenizer()
         if not self.tor_enabled:
