@@ -8,6 +8,8 @@ is selected, the few work-arounds that veRL's trainer needs to run on it:
 - ``initialize_global_process_group_ray`` defaults to ``cpu:gloo`` (veRL builds ``cpu:gloo,cpu:gloo``, which
   torch rejects);
 - ``ResourcePoolManager._check_resource_available`` counts logical CPUs (veRL counts only GPUs/NPUs);
+- the FSDP2 reference model (veRL always offloads it with ``CPUOffloadPolicy(pin_memory=True)``) is not pinned:
+  pinning host memory needs CUDA, and on the CPU the parameters are host memory anyway;
 - the V1 replay buffer polls TransferQueue every 0.2 s instead of 2 s (its constructor default, which the trainer
   config cannot set; on a tiny model it rounds every generation phase up to 2 s).
 
@@ -262,6 +264,21 @@ def _shorten_replay_buffer_poll(replay_buffer: ModuleType) -> None:
     buffer_cls.__init__ = __init__
 
 
+def _unpinned_cpu_offload(transformer_impl: ModuleType) -> None:
+    """veRL builds every forward-only FSDP2 engine (the reference model of a KL loss) with
+    ``CPUOffloadPolicy(pin_memory=True)``, and pinning raises without a CUDA driver: keep the policy, unpinned."""
+    policy_cls = transformer_impl.CPUOffloadPolicy
+    if getattr(policy_cls, "_verl_tor_patched", False):
+        return
+
+    def unpinned_cpu_offload_policy(pin_memory: bool = True):
+        return policy_cls(pin_memory=False)
+
+    unpinned_cpu_offload_policy._verl_tor_patched = True
+    unpinned_cpu_offload_policy.__wrapped__ = policy_cls
+    transformer_impl.CPUOffloadPolicy = unpinned_cpu_offload_policy
+
+
 def register() -> None:
     """Register the ``cpu`` platform; with ``VERL_PLATFORM=cpu`` also attach the CPU work-arounds (idempotent)."""
     if PlatformRegistry.get(PLATFORM_NAME) is not PlatformCPU:
@@ -274,6 +291,7 @@ def register() -> None:
         logger.warning("verl-tor's CPU platform work-arounds target veRL 0.9.1; they stay off on this version")
         return
     call_after_import(ENGINE_MODULE, _register_fsdp_engine)
+    call_after_import(ENGINE_MODULE, _unpinned_cpu_offload)
     call_after_import(DISTRIBUTED_MODULE, _default_gloo_process_group)
     call_after_import(RAY_BASE_MODULE, _count_cpus_in_resource_check)
     call_after_import(REPLAY_BUFFER_MODULE, _shorten_replay_buffer_poll)
