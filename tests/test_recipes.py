@@ -418,3 +418,25 @@ def test_report_of_the_smoke_run(smoke_run, tmp_path):
     assert "| DAPO + ToR | paper (7B, Geometry3K, LLM judge) | 53.4 | 27.9 | 72.6 | 72.1 | 71.8 | 59.56 |" in report
     assert "Gemini-2.0-Flash" in report
     assert (tmp_path / "results_curves.png").stat().st_size > 10_000
+
+
+def test_cpu_reference_model_is_not_pinned():
+    """GRPO recipes load a reference model, which veRL's FSDP2 engine always offloads with pinned memory; pinning
+    needs CUDA, so under SMOKE=1 the CPU platform keeps the offload policy but unpinned."""
+    from verl.workers.engine.fsdp import transformer_impl
+
+    assert transformer_impl.CPUOffloadPolicy.__wrapped__(pin_memory=True).pin_memory  # veRL's call pins
+    assert transformer_impl.CPUOffloadPolicy(pin_memory=True).pin_memory is False
+
+
+@pytest.mark.e2e
+def test_smoke_grpo_baseline_with_kl_and_reference_model(tmp_path):
+    """The stock-veRL GRPO baseline with SMOKE=1: KL loss against a reference model, veRL's own sync trainer."""
+    result = _launch("qwen2_5_vl_7b_geo3k_grpo.sh", [], tmp_path)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    steps = _read_metrics(tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_grpo_smoke")
+    assert sorted(steps) == [0, 1]
+    for name in ("actor/kl_loss", "actor/kl_coef", "timing_s/ref", "actor/pg_loss"):
+        assert name in steps[1], name
+    assert steps[1]["actor/kl_coef"] == 0.01
+    assert not any(name.startswith("tor/") for name in steps[1])
