@@ -124,7 +124,6 @@ base_gpu() {
     actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=16384
     actor_rollout_ref.actor.fsdp_config.param_offload=false
     actor_rollout_ref.actor.fsdp_config.optimizer_offload=false
-    actor_rollout_ref.ref.fsdp_config.param_offload=false
     # Rollout: vLLM, one engine per 2 GPUs, 60 % of the memory while generating (freed for training).
     actor_rollout_ref.rollout.name=vllm
     actor_rollout_ref.rollout.tensor_model_parallel_size=2
