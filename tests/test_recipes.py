@@ -29,6 +29,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -189,6 +190,8 @@ def test_recipe_config_is_valid_for_verl(script, args, smoke, recipe_config, tin
         assert trainer.tor_enabled
     dapo = bool(config.algorithm.filter_groups.enable)
     assert trainer.replay_buffer.filter_groups_metric == ("acc" if dapo else None)
+    # Baselines and ToR arms sample alike: veRL's sync replay buffer (DAPO refills, no off-policy machinery).
+    assert type(trainer.replay_buffer) is ReplayBuffer
 
 
 def _algorithm_settings(config: DictConfig) -> dict:
