@@ -254,3 +254,27 @@ def test_tor_trainer_runs_verls_sync_mode():
     assert trainer.trainer_mode == "sync"
     buffer = trainer._build_replay_buffer()
     assert type(buffer) is ReplayBuffer and not isinstance(buffer, ReplayBufferAsync)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 0.0, 0.0), (0.0, 0.3, 0.3), (1.0, 0.5, 0.5)])
+def test_perception_pass_is_skippable_exactly_when_it_changes_no_weight(weights):
+    """With γ_p = γ_o the trainer skips the image-removed pass (sensitivity 0): the weights must not change."""
+    from verl_tor.trainer import ToRTrainer
+
+    reasoning, perception, other = weights
+    cfg = ToRConfig(reasoning_weight=reasoning, perception_weight=perception, other_weight=other)
+    generator = torch.Generator().manual_seed(3)
+    entropy, sensitivity = torch.rand(4, 9, generator=generator), torch.rand(4, 9, generator=generator)
+    mask = torch.rand(4, 9, generator=generator) > 0.2
+    with_pass, _ = tor_token_weights(entropy, sensitivity, mask, cfg)
+    without_pass, _ = tor_token_weights(entropy, torch.zeros_like(sensitivity), mask, cfg)
+    trainer = ToRTrainer.__new__(ToRTrainer)
+    trainer.tor = cfg
+    assert not trainer.perception_changes_weights
+    assert torch.equal(with_pass, without_pass)
+    # With γ_p ≠ γ_o the perception set does matter.
+    trainer.tor = ToRConfig(reasoning_weight=reasoning, perception_weight=perception + 0.25, other_weight=other)
+    assert trainer.perception_changes_weights
+    changed, _ = tor_token_weights(entropy, sensitivity, mask, trainer.tor)
+    unchanged, _ = tor_token_weights(entropy, torch.zeros_like(sensitivity), mask, trainer.tor)
+    assert not torch.equal(changed, unchanged)

@@ -152,9 +152,15 @@ class ToRTrainer(PPOTrainerSync):
         finally:
             # Later forwards of this step (ref, actor update) must not pay for the truncated entropy.
             batch.extra_info.pop(TRUNCATED_ENTROPY_TOP_P, None)
-        with marked_timer("tor_counterfactual", self.timing_raw, color="purple"):
-            self._compute_visual_sensitivity(batch, metrics)
+        if self.perception_changes_weights:
+            with marked_timer("tor_counterfactual", self.timing_raw, color="purple"):
+                self._compute_visual_sensitivity(batch, metrics)
         return batch
+
+    @property
+    def perception_changes_weights(self) -> bool:
+        """With γ_p = γ_o the perception set changes no weight, so its image-removed pass is skipped."""
+        return self.tor.perception_weight != self.tor.other_weight
 
     def _compute_visual_sensitivity(self, batch: KVBatchMeta, metrics: dict) -> None:
         """Run the image-removed pass with the old policy and store |Δ log π| per response token."""
@@ -213,13 +219,20 @@ class ToRTrainer(PPOTrainerSync):
         if not self.tor_enabled:
             return batch
         entropy_field = TRUNCATED_ENTROPY if self.tor.entropy_top_p < 1.0 else "entropy"
-        fields = ["advantages", "response_mask", entropy_field, VISUAL_SENSITIVITY]
+        fields = ["advantages", "response_mask", entropy_field]
+        if self.perception_changes_weights:
+            fields.append(VISUAL_SENSITIVITY)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        advantages = as_list(data["advantages"])
+        if self.perception_changes_weights:
+            sensitivity = as_list(data[VISUAL_SENSITIVITY])
+        else:
+            sensitivity = [torch.zeros_like(adv, dtype=torch.float32) for adv in advantages]
         advantages, weights, tor_metrics = reweight_advantages(
-            as_list(data["advantages"]),
+            advantages,
             as_list(data["response_mask"]),
             as_list(data[entropy_field]),
-            as_list(data[VISUAL_SENSITIVITY]),
+            sensitivity,
             [tag.get("is_padding", False) for tag in batch.tags],
             self.tor,
         )
