@@ -123,6 +123,7 @@ def test_arms_differ_only_in_the_config(tmp_path):
     # 8 prompts x 8 responses per mini-batch, so 2 optimizer updates per step of 16 prompts.
     assert grpo_args["actor_rollout_ref.actor.ppo_mini_batch_size"] == "8"
     assert grpo_args["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == "64"
+    assert grpo_args["actor_rollout_ref.rollout.agent.num_workers"] == "2"
     assert "file" in grpo_args["trainer.logger"]
 
 
