@@ -120,9 +120,9 @@ def test_arms_differ_only_in_the_config(tmp_path):
     assert grpo_args["trainer.total_training_steps"] == "7"
     assert grpo_args["trainer.test_freq"] == "5"
     assert grpo_args["data.seed"] == grpo_args["actor_rollout_ref.rollout.seed"] == "3"
-    # 8 prompts x 8 responses per mini-batch, so 2 optimizer updates per step of 16 prompts.
-    assert grpo_args["actor_rollout_ref.actor.ppo_mini_batch_size"] == "8"
-    assert grpo_args["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == "64"
+    # 4 prompts x 8 responses per mini-batch (one micro-batch), so 4 optimizer updates per step of 16 prompts.
+    assert grpo_args["actor_rollout_ref.actor.ppo_mini_batch_size"] == "4"
+    assert grpo_args["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == "32"
     assert grpo_args["actor_rollout_ref.rollout.agent.num_workers"] == "2"
     assert "file" in grpo_args["trainer.logger"]
 

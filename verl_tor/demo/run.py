@@ -13,8 +13,10 @@ Pipeline (every training phase is a veRL entry point in its own process, shown a
    every other setting, the seed and the data order are identical;
 6. metrics (veRL's file logger, one jsonl per arm), ``rewards.png`` and ``summary.md``.
 
-Settings follow ``shared/docs/cpu-demo.md`` (16 prompts x 8 responses, mini-batch 8 prompts, lr 5e-4, no KL,
-responses <= 4 tokens, greedy validation every 10 steps), measured to take this model from chance to ~0.95 reward.
+Settings follow ``shared/docs/cpu-demo.md`` (16 prompts x 8 responses, lr 5e-4, no KL, responses <= 4 tokens,
+greedy validation every 10 steps), measured to take this model from chance to ~0.95 reward in ~70 steps, except
+the mini-batch: 4 prompts (4 optimizer updates per step) instead of 8 learns faster per step at about the same cost,
+which a 30-step budget needs (GRPO, reward in steps 21-30: 0.42 and 0.45 against 0.23-0.41 with 8).
 
     python -m verl_tor.demo [--steps N] [--smoke] [--out DIR]
 """
@@ -62,7 +64,7 @@ class DemoSettings:
     val_rows: int = 48
     prompts_per_step: int = 16
     responses_per_prompt: int = 8
-    mini_batch_prompts: int = 8
+    mini_batch_prompts: int = 4
     lr: float = 5e-4
     response_length: int = 4
     agent_workers: int = 2
