@@ -85,6 +85,15 @@ def test_summary_has_blocks_accuracy_and_the_time_ratio(tmp_path):
     assert "GRPO+ToR: reasoning_fraction 0.30, perception_fraction 0.30, mean_weight 0.40" in text
 
 
+def test_selected_fraction_is_the_union_of_both_sets():
+    records = {
+        1: {"tor/reasoning_fraction": 0.3, "tor/perception_fraction": 0.3, "tor/overlap_fraction": 0.2},
+        2: {"tor/reasoning_fraction": 0.3},
+    }
+    steps, values = metrics.selected_fraction(records)
+    assert steps == [1] and values == [pytest.approx(0.4)]
+
+
 def test_plot_writes_a_png_with_and_without_tor_metrics(tmp_path):
     grpo = metrics.read_metrics(write_jsonl(tmp_path / "g.jsonl", run_entries([0.2, 0.3], [2, 2], (0.1, 0.5))))
     tor = metrics.read_metrics(write_jsonl(tmp_path / "t.jsonl", run_entries([0.2, 0.4], [3, 3], tor=True)))

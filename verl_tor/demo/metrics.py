@@ -20,6 +20,8 @@ STEP_TIME = "timing_s/step"
 VAL_PREFIX = "val-core/"
 # ToR's selection metrics worth a curve (fractions of the rollout batch's valid response tokens).
 TOR_CURVES = ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction", "tor/mean_weight")
+# Derived: the fraction of tokens in T_r ∪ T_p (with γ_o = 0 the only tokens that get any gradient).
+SELECTED = "selected_fraction"
 
 Records = dict[int, dict[str, float]]
 
@@ -45,6 +47,13 @@ def series(records: Records, name: str) -> tuple[list[int], list[float]]:
     """Steps and values of metric ``name`` where it was logged, in step order."""
     steps = sorted(step for step, data in records.items() if name in data)
     return steps, [float(records[step][name]) for step in steps]
+
+
+def selected_fraction(records: Records) -> tuple[list[int], list[float]]:
+    """|T_r ∪ T_p| / N per step: reasoning + perception − overlap fraction, where ToR logged all three."""
+    keys = ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction")
+    steps = sorted(step for step, data in records.items() if all(key in data for key in keys))
+    return steps, [records[s][keys[0]] + records[s][keys[1]] - records[s][keys[2]] for s in steps]
 
 
 def val_metric_name(records: Records) -> str | None:
@@ -142,9 +151,10 @@ def summary_markdown(arms: dict[str, Records], block: int, notes: Iterable[str] 
     tor_lines = []
     for name, records in arms.items():
         means = {key: series(records, key)[1] for key in TOR_CURVES}
+        means[SELECTED] = selected_fraction(records)[1]
         if any(means.values()):
             cells = ", ".join(
-                f"{key.split('/')[1]} {statistics.fmean(values):.2f}" for key, values in means.items() if values
+                f"{key.split('/')[-1]} {statistics.fmean(values):.2f}" for key, values in means.items() if values
             )
             tor_lines.append(f"- {name}: {cells}")
     if tor_lines:
@@ -180,12 +190,15 @@ def plot_curves(arms: dict[str, Records], path: str, title: str = "CPU colour ta
     if tor_arms:
         bottom = axes[1][0]
         for name, records in tor_arms.items():
-            for index, key in enumerate(TOR_CURVES):
-                steps, values = series(records, key)
+            curves = {key: series(records, key) for key in TOR_CURVES}
+            curves["in T_r ∪ T_p (" + SELECTED + ")"] = selected_fraction(records)
+            for index, (key, (steps, values)) in enumerate(curves.items()):
+                # reasoning and perception fractions often coincide (both capped at α = 0.3): dash one of them.
+                style = "--" if key == "tor/reasoning_fraction" else ":" if key == "tor/mean_weight" else "-"
                 if steps:
-                    bottom.plot(steps, values, color=f"C{index + 2}", label=f"{name}: {key}")
+                    bottom.plot(steps, values, style, color=f"C{index + 2}", label=f"{name}: {key}")
         bottom.set_ylim(-0.02, 1.02)
-        bottom.set_ylabel("fraction of response tokens")
+        bottom.set_ylabel("fraction of response tokens / mean weight")
         bottom.legend(loc="upper left", fontsize=8)
         bottom.grid(alpha=0.3)
     axes[-1][0].set_xlabel("training step")
