@@ -70,9 +70,10 @@ def test_builder_skips_text_only_samples_and_rebuilds_text_position_ids():
 
 @pytest.fixture(scope="module")
 def actor(tiny_model_dir):
-    from verl_tor.testing.actor_engine import actor_overrides, build_actor_worker
+    from verl_tor.testing.actor_engine import actor_overrides, actor_worker
 
-    return build_actor_worker(actor_overrides(tiny_model_dir, micro_batch_size=MICRO_BATCH))
+    with actor_worker(actor_overrides(tiny_model_dir, micro_batch_size=MICRO_BATCH)) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,11 @@ forward that computes old log-probs in a real run: ``worker.infer_batch(TensorDi
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from hydra import compose, initialize_config_module
@@ -46,6 +49,26 @@ def init_single_process_group() -> None:
         {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )
     torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+
+
+@contextmanager
+def actor_worker(overrides: list[str]) -> Iterator:
+    """``build_actor_worker`` whose changes to transformers' model classes are undone on exit.
+
+    veRL's engine monkey-patches the ``forward`` of transformers' Qwen-VL classes for the whole process (its
+    workers own their process); other code in the same process (an ``hf`` rollout server, a plain transformers
+    model in another test) must get the original classes back.
+    """
+    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+    from transformers.models.qwen2_vl import modeling_qwen2_vl
+
+    classes = [c for m in (modeling_qwen2_5_vl, modeling_qwen2_vl) for _, c in inspect.getmembers(m, inspect.isclass)]
+    saved = {cls: cls.__dict__["forward"] for cls in classes if "forward" in cls.__dict__}
+    try:
+        yield build_actor_worker(overrides)
+    finally:
+        for cls, forward in saved.items():
+            cls.forward = forward
 
 
 def build_actor_worker(overrides: list[str]):
