@@ -32,10 +32,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# GRPO vs GRPO+ToR on CPU with veRL's real main_ppo (verl_tor/demo): `STEPS=N` sets the steps per arm; outputs
+# GRPO vs GRPO+ToR on CPU with veRL's real main_ppo (verl_tor/demo): `STEPS=N` sets the steps per arm, `SEED=S`
+# the seed of everything (data, model, warm start, both arms); outputs
 # go to outputs/demo/<timestamp>/ (metrics jsonl per arm, rewards.png, summary.md).
 demo: install
-	$(PY) -m verl_tor.demo $(if $(STEPS),--steps $(STEPS))
+	$(PY) -m verl_tor.demo $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED))
 
 # The same pipeline with 2 steps per arm and a short warm start: a few minutes.
 smoke: install

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from verl_tor.demo import metrics
-from verl_tor.demo.run import GRPO, TOR, TOR_CONFIG_DIR, DemoSettings, main_ppo_command
+from verl_tor.demo.run import GRPO, TOR, TOR_CONFIG_DIR, DemoSettings, main_ppo_command, parse_args
 from verl_tor.demo.warm_start import sft_overrides, sft_rows
 from verl_tor.testing.synthetic_data import COLOURS
 
@@ -140,6 +140,16 @@ def test_smoke_settings_and_training_rows():
     smoke = DemoSettings.smoke()
     assert smoke.steps == 2 and smoke.warm_start_steps < DemoSettings().warm_start_steps
     assert DemoSettings(steps=5).train_rows == 5 * DemoSettings().prompts_per_step
+
+
+def test_command_line_sets_steps_and_seed_over_the_defaults_or_smoke(tmp_path):
+    settings, out_dir = parse_args(["--steps", "12", "--seed", "4", "--out", str(tmp_path)])
+    assert settings == DemoSettings(steps=12, seed=4) and out_dir == str(tmp_path)
+    smoke, _ = parse_args(["--smoke", "--seed", "2"])
+    assert smoke == DemoSettings(**{**vars(DemoSettings.smoke()), "seed": 2})
+    assert parse_args([])[0] == DemoSettings()
+    with pytest.raises(SystemExit):
+        parse_args(["--steps", "0"])
 
 
 def picture_colour(png: bytes) -> str:

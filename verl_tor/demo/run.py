@@ -18,7 +18,7 @@ greedy validation every 10 steps), measured to take this model from chance to ~0
 the mini-batch: 4 prompts (4 optimizer updates per step) instead of 8 learns faster per step at about the same cost,
 which a 30-step budget needs (GRPO, reward in steps 21-30: 0.42 and 0.45 against 0.23-0.41 with 8).
 
-    python -m verl_tor.demo [--steps N] [--smoke] [--out DIR]
+    python -m verl_tor.demo [--steps N] [--seed S] [--smoke] [--out DIR]
 """
 
 from __future__ import annotations
@@ -301,18 +301,26 @@ def run_demo(settings: DemoSettings, out_dir: str) -> dict[str, str]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[DemoSettings, str]:
+    """The demo's settings and output folder from the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, help=f"training steps per arm (default {DEFAULT_STEPS}, smoke 2)")
+    parser.add_argument(
+        "--seed", type=int, help="seed of the data, the tiny model, the warm start and both arms (default 0)"
+    )
     parser.add_argument("--smoke", action="store_true", help="2 steps per arm and a short warm start")
     parser.add_argument("--out", help="output folder (default outputs/demo/<timestamp>)")
     args = parser.parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
     settings = DemoSettings.smoke() if args.smoke else DemoSettings()
-    if args.steps is not None:
-        if args.steps < 1:
-            parser.error("--steps must be at least 1")
-        settings = dataclasses.replace(settings, steps=args.steps)
+    changes = {name: getattr(args, name) for name in ("steps", "seed") if getattr(args, name) is not None}
     out_dir = args.out or os.path.join("outputs", "demo", time.strftime("%Y%m%d-%H%M%S"))
+    return dataclasses.replace(settings, **changes), out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, out_dir = parse_args(argv)
     start = time.perf_counter()
     outputs = run_demo(settings, out_dir)
     with open(outputs["summary"], encoding="utf-8") as f:
