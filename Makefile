@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_ROOT ?= $(HOME)/data/verl_tor
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo smoke smoke-recipes
+.PHONY: install test test-verl lint demo smoke smoke-recipes
 
 install: $(STAMP)
 
@@ -27,6 +27,14 @@ $(STAMP): setup.py
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# veRL's own CPU test suite (the *_on_cpu.py files its wheel ships) in a process that loads our plugin: our
+# registrations and patches must leave it as green as without them (~2 min). Run from site-packages, because one
+# of its tests reads veRL's rollout.yaml by a relative path.
+test-verl: install
+	$(PY) -c "import sys, verl; assert 'verl_tor.plugin' in sys.modules, 'verl-tor plugin not loaded'"
+	cd "$$($(abspath $(PY)) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" && \
+	  $(abspath $(PY)) -m pytest -q -p no:cacheprovider $$(find tests -name '*_on_cpu.py' | sort)
 
 lint: install
 	$(VENV)/bin/ruff check .
