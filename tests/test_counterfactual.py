@@ -8,6 +8,7 @@ image content, rendered by the processor's chat template, with position ids from
 import pytest
 import torch
 from PIL import Image
+from reference_math import reference_truncated_entropy
 from transformers import AutoModelForImageTextToText
 
 from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows, vision_block_mask
@@ -155,15 +156,6 @@ def test_mixed_batch_of_image_and_text_only_samples(actor, processor):
     torch.testing.assert_close(old_lp[3], scratch_lp[0], rtol=0, atol=1e-5)
 
 
-def _brute_force_top_p_entropy(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    probs = torch.softmax(logits.double(), dim=-1)
-    sorted_probs, _ = probs.sort(dim=-1, descending=True)
-    before = sorted_probs.cumsum(-1) - sorted_probs
-    kept = torch.where(before < top_p, sorted_probs, torch.zeros_like(sorted_probs))
-    kept = kept / kept.sum(-1, keepdim=True)
-    return -(kept * torch.where(kept > 0, kept.log(), torch.zeros_like(kept))).sum(-1)
-
-
 @pytest.mark.parametrize("top_p,temperature", [(0.95, 1.0), (0.5, 0.7), (1.0, 1.0)])
 def test_engine_returns_truncated_entropy_of_the_sampled_distribution(
     actor, processor, tiny_model_dir, top_p, temperature
@@ -188,7 +180,7 @@ def test_engine_returns_truncated_entropy_of_the_sampled_distribution(
             logits = model(**inputs).logits[0]
         n = len(sample["responses"])
         # Position t's logits predict token t + 1: the response is predicted by the n positions before its end.
-        reference = _brute_force_top_p_entropy(logits[-n - 1 : -1] / temperature, top_p)
+        reference = torch.from_numpy(reference_truncated_entropy(logits[-n - 1 : -1] / temperature, top_p))
         torch.testing.assert_close(got.double(), reference, rtol=0, atol=2e-4)
     if top_p == 1.0:
         full = as_list(response_from_nested(output["entropy"], batch["response_mask"]))[:2]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from reference_math import reference_truncated_entropy
 
 from verl_tor.token_weights import (
     VALID_COUNTERFACTUALS,
@@ -51,20 +52,6 @@ def reference_weights(entropy, sensitivity, mask, cfg: ToRConfig) -> np.ndarray:
         elif valid[index]:
             weights[index] = cfg.other_weight
     return weights
-
-
-def reference_truncated_entropy(logits: torch.Tensor, top_p: float) -> np.ndarray:
-    """Full descending sort; a token is kept iff the mass ranked strictly before it is < top_p; renormalize."""
-    rows = logits.double().reshape(-1, logits.shape[-1]).numpy()
-    entropies = []
-    for row in rows:
-        probs = np.exp(row - row.max())
-        probs = np.sort(probs / probs.sum())[::-1]
-        mass_before = np.concatenate([[0.0], np.cumsum(probs)[:-1]])
-        kept = probs[mass_before < top_p]
-        kept = kept[kept > 0] / kept.sum()
-        entropies.append(-(kept * np.log(kept)).sum())
-    return np.array(entropies).reshape(tuple(logits.shape[:-1]))
 
 
 def random_scores(generator: torch.Generator, shape, zero_fraction=0.3, negative_fraction=0.1) -> torch.Tensor:

@@ -1,0 +1,239 @@
+"""veRL's GPU forward path on the CPU: remove-padding (packed sequences), bf16 autocast, varlen attention.
+
+Every GPU recipe runs the actor with ``use_remove_padding=true`` in bf16, and there ToR's truncated entropy reads
+the packed logits (``engine_truncated_entropy``, remove-padding branch) and the image-removed pass goes through
+veRL's packed Qwen2.5-VL forward. Only flash-attn's kernel cannot run here: ``varlen_attention_in_verl`` swaps it
+for plain torch attention within each packed sequence; everything else is veRL's code. Results are compared with
+an independent float32 forward of the plain transformers model, one sample at a time, within bf16 rounding.
+
+The tiny model's output layer is scaled up so that its next-token distributions are peaked and differ from
+position to position: a token misaligned by one position would be off by far more than bf16 rounding.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from reference_math import reference_truncated_entropy
+
+from verl_tor.counterfactual import as_list, image_removed_batch
+from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.testing.rollout_rows import agent_loop_row, rows_to_batch
+from verl_tor.testing.varlen_attention import varlen_attention
+
+LOGIT_SCALE = 20.0
+# bf16 keeps 8 significant bits: log-probs around -16 are rounded to 0.0625; entropies are computed in fp32 from
+# bf16 logits.
+LOG_PROB_ATOL, ENTROPY_ATOL = 0.15, 0.08
+# A sample's scores read one position off differ from the right ones by at least this much (checked below).
+MISALIGNED_MIN_DIFF = 0.3
+
+
+def test_varlen_attention_is_causal_attention_within_each_packed_sequence():
+    generator = torch.Generator().manual_seed(0)
+    lengths, heads, dim = [3, 5, 1, 4], 2, 8
+    q, k, v = (torch.randn(sum(lengths), heads, dim, generator=generator) for _ in range(3))
+    offsets = torch.tensor(np.cumsum([0, *lengths]), dtype=torch.int32)
+    got = varlen_attention(q, k, v, offsets, offsets, max(lengths), max(lengths), causal=True)
+    for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+        qs, ks, vs = (t[start:end].double().transpose(0, 1) for t in (q, k, v))  # [H, L, D]
+        scores = qs @ ks.transpose(1, 2) / dim**0.5
+        scores = scores.masked_fill(torch.ones(end - start, end - start).triu(1).bool(), float("-inf"))
+        expected = (scores.softmax(-1) @ vs).transpose(0, 1)
+        torch.testing.assert_close(got[start:end].double(), expected, rtol=1e-5, atol=1e-6)
+    # Keys of other sequences are invisible: changing them changes nothing in the first sequence.
+    k2 = k.clone()
+    k2[lengths[0] :] += 5
+    torch.testing.assert_close(
+        varlen_attention(q, k2, v, offsets, offsets, 5, 5, causal=True)[: lengths[0]], got[: lengths[0]]
+    )
+
+
+def test_varlen_attention_refuses_what_it_does_not_implement():
+    x = torch.zeros(4, 2, 8)
+    offsets = torch.tensor([0, 4], dtype=torch.int32)
+    with pytest.raises(ValueError, match="dropout"):
+        varlen_attention(x, x, x, offsets, offsets, 4, 4, dropout_p=0.1)
+    with pytest.raises(ValueError, match="KV heads"):
+        varlen_attention(x, x[:, :1], x[:, :1], offsets, offsets, 4, 4)
+
+
+def test_verl_module_is_restored_after_the_swap():
+    from verl.models.transformers import qwen2_vl
+
+    from verl_tor.testing.varlen_attention import FLASH_ATTN_NAMES, varlen_attention_in_verl
+
+    before = {name: getattr(qwen2_vl, name, None) for name in FLASH_ATTN_NAMES}
+    with varlen_attention_in_verl():
+        assert qwen2_vl.flash_attn_varlen_func is not before["flash_attn_varlen_func"]
+    assert {name: getattr(qwen2_vl, name, None) for name in FLASH_ATTN_NAMES} == before
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Through veRL's engine with use_remove_padding=true and bf16, as on a GPU.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def peaked_model_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny model with its output layer scaled by ``LOGIT_SCALE`` (same tokenizer and processor)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = str(tmp_path_factory.mktemp("peaked_tiny_qwen25vl"))
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    weights_path = os.path.join(out, "model.safetensors")
+    weights = load_file(weights_path)
+    weights["lm_head.weight"] *= LOGIT_SCALE
+    save_file(weights, weights_path, metadata={"format": "pt"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def processor(peaked_model_dir):
+    from verl.utils import hf_processor
+
+    return hf_processor(peaked_model_dir)
+
+
+def _image(rgb, size=56):
+    return Image.new("RGB", (size, size), rgb)
+
+
+def _messages(n_images: int) -> list[dict]:
+    text = "What colour is the image? Answer with one word."
+    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="module")
+def samples(processor):
+    """One-image, text-only and two-image samples of different lengths, and the from-scratch text-only prompts."""
+    tokenizer = processor.tokenizer
+    response = tokenizer.encode(" red blue green red") + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    with_images = [
+        agent_loop_row(processor, _messages(1), [_image((200, 30, 30))], response),
+        agent_loop_row(processor, _messages(0), None, response[:3]),
+        agent_loop_row(processor, _messages(2), [_image((20, 30, 230)), _image((240, 240, 20), 84)], response[1:]),
+    ]
+    without_images = [agent_loop_row(processor, _messages(0), None, row["responses"].tolist()) for row in with_images]
+    return with_images, without_images
+
+
+@pytest.fixture(scope="module")
+def reference_logits(peaked_model_dir, samples):
+    """Per sample: fp32 logits at the positions that predict its response, from plain transformers.
+
+    Computed before veRL's engine exists in this process (it monkey-patches transformers' Qwen-VL classes).
+    """
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(peaked_model_dir).eval()
+
+    def logits_of(row):
+        ids = row["input_ids"][None]
+        images = {k: v for k, v in row["multi_modal_inputs"].items() if k in ("pixel_values", "image_grid_thw")}
+        with torch.no_grad():
+            output = model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                mm_token_type_ids=(ids == model.config.image_token_id).int(),
+                **images,
+            )
+        n = len(row["responses"])
+        return output.logits[0, -n - 1 : -1].double()
+
+    with_images, without_images = samples
+    return [logits_of(row) for row in with_images], [logits_of(row) for row in without_images]
+
+
+@pytest.fixture(scope="module")
+def packed_bf16_actor(peaked_model_dir, reference_logits):
+    from verl_tor.testing.actor_engine import actor_overrides, actor_worker
+    from verl_tor.testing.varlen_attention import varlen_attention_in_verl
+
+    overrides = actor_overrides(peaked_model_dir) + [
+        "actor_rollout_ref.model.use_remove_padding=true",
+        # veRL's default and the recipes': bf16 autocast over fp32 parameters.
+        "actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=bf16",
+    ]
+    with varlen_attention_in_verl(), actor_worker(overrides) as worker:
+        yield worker
+
+
+def _infer(actor, batch, temperature=1.0, **meta):
+    """Response log-probs and the engine's output of veRL's inference forward (all rows packed together)."""
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import response_from_nested
+
+    tu.assign_non_tensor(batch, temperature=temperature, calculate_entropy=True, compute_loss=False, **meta)
+    output = actor.infer_batch(batch)
+    return [lp.double() for lp in as_list(response_from_nested(output["log_probs"], batch["response_mask"]))], output
+
+
+def _log_probs_of(logits: torch.Tensor, responses: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    return torch.log_softmax(logits / temperature, dim=-1).gather(1, responses[:, None])[:, 0]
+
+
+def test_references_are_sensitive_to_a_one_position_misalignment(samples, reference_logits):
+    for row, logits in zip(samples[0], reference_logits[0], strict=True):
+        entropy = reference_truncated_entropy(logits, 0.95)
+        assert np.abs(entropy[1:] - entropy[:-1]).max() > MISALIGNED_MIN_DIFF
+        log_probs = _log_probs_of(logits, row["responses"])
+        shifted = _log_probs_of(logits[1:], row["responses"][:-1])
+        assert (log_probs[:-1] - shifted).abs().max() > MISALIGNED_MIN_DIFF
+
+
+@pytest.mark.parametrize("top_p,temperature", [(0.95, 1.0), (0.5, 0.7)])
+def test_packed_old_log_prob_forward_gives_log_probs_and_truncated_entropy(
+    packed_bf16_actor, samples, reference_logits, top_p, temperature
+):
+    with_images, _ = samples
+    log_probs, output = _infer(
+        packed_bf16_actor, rows_to_batch(with_images), temperature, **{TRUNCATED_ENTROPY_TOP_P: top_p}
+    )
+    entropies = as_list(output[TRUNCATED_ENTROPY])
+    for row, logits, got_log_probs, got_entropy in zip(
+        with_images, reference_logits[0], log_probs, entropies, strict=True
+    ):
+        expected = _log_probs_of(logits, row["responses"], temperature)
+        torch.testing.assert_close(got_log_probs, expected, rtol=0.01, atol=LOG_PROB_ATOL)
+        expected_entropy = torch.from_numpy(reference_truncated_entropy(logits / temperature, top_p))
+        torch.testing.assert_close(got_entropy.double(), expected_entropy, rtol=0, atol=ENTROPY_ATOL)
+
+
+def test_single_sequence_micro_batch(packed_bf16_actor, samples, reference_logits):
+    """A micro-batch of one packed sequence takes transformers' flash-attention wrapper instead of varlen."""
+    row, logits = samples[0][0], reference_logits[0][0]
+    log_probs, output = _infer(packed_bf16_actor, rows_to_batch([row]), **{TRUNCATED_ENTROPY_TOP_P: 0.95})
+    torch.testing.assert_close(log_probs[0], _log_probs_of(logits, row["responses"]), rtol=0.01, atol=LOG_PROB_ATOL)
+    expected_entropy = torch.from_numpy(reference_truncated_entropy(logits, 0.95))
+    torch.testing.assert_close(
+        as_list(output[TRUNCATED_ENTROPY])[0].double(), expected_entropy, rtol=0, atol=ENTROPY_ATOL
+    )
+
+
+def test_packed_image_removed_pass_equals_the_conversation_without_images(
+    packed_bf16_actor, processor, samples, reference_logits
+):
+    with_images, without_images = samples
+    removed, rows = image_removed_batch(
+        [r["prompts"] for r in with_images],
+        [r["responses"] for r in with_images],
+        [r["response_mask"] for r in with_images],
+        4,
+        processor.config.vision_start_token_id,
+        processor.config.vision_end_token_id,
+    )
+    assert rows == [0, 2]
+    # An image-free packed batch (it needs the text-only patch of veRL's Qwen2-VL forward).
+    removed_log_probs, _ = _infer(packed_bf16_actor, removed, temperature=0.7)
+    for k, i in enumerate(rows):
+        responses = without_images[i]["responses"]
+        expected = _log_probs_of(reference_logits[1][i], responses, 0.7)
+        torch.testing.assert_close(removed_log_probs[k], expected, rtol=0.01, atol=LOG_PROB_ATOL)
+        # The images matter to this model by more than the tolerance: the comparison above can tell them apart.
+        with_image = _log_probs_of(reference_logits[0][i], responses, 0.7)
+        assert (with_image - expected).abs().max() > 3 * LOG_PROB_ATOL
