@@ -39,10 +39,10 @@ def main() -> None:
     from verl.utils import hf_processor
     from verl.utils import tensordict_utils as tu
 
-    from verl_tor.counterfactual import as_list, image_removed_batch
+    from verl_tor.counterfactual import as_list
     from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY_TOP_P
     from verl_tor.testing.actor_engine import actor_overrides, build_actor_worker
-    from verl_tor.testing.rollout_rows import agent_loop_row, rows_to_batch
+    from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
     from verl_tor.testing.tiny_model import build_tiny_qwen25vl
 
     model_dir = build_tiny_qwen25vl(
@@ -58,14 +58,7 @@ def main() -> None:
         response = torch.randint(300, 380, (args.response_tokens,), generator=generator).tolist()
         rows.append(agent_loop_row(processor, messages, [Image.fromarray(pixels.numpy())], response))
     full = rows_to_batch(rows)
-    removed, _ = image_removed_batch(
-        [r["prompts"] for r in rows],
-        [r["responses"] for r in rows],
-        [r["response_mask"] for r in rows],
-        4,
-        processor.config.vision_start_token_id,
-        processor.config.vision_end_token_id,
-    )
+    removed, _ = image_removed_rows(processor, rows)
 
     def timed(batch, **meta) -> float:
         batch = batch.clone()

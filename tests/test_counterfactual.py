@@ -13,7 +13,7 @@ from transformers import AutoModelForImageTextToText
 
 from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows, vision_block_mask
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
-from verl_tor.testing.rollout_rows import agent_loop_row, rows_to_batch
+from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
 from verl_tor.trainer import pad_rows_to_multiple
 
 QUESTION = "What colour is the image? Answer with one word."
@@ -106,24 +106,13 @@ def _log_probs(actor, rows, temperature=1.0, **meta):
     return as_list(response_from_nested(output["log_probs"], batch["response_mask"]))[:count], output, batch
 
 
-def _removed(processor, rows):
-    return image_removed_batch(
-        [r["prompts"] for r in rows],
-        [r["responses"] for r in rows],
-        [r["response_mask"] for r in rows],
-        4,
-        processor.config.vision_start_token_id,
-        processor.config.vision_end_token_id,
-    )
-
-
 @pytest.mark.parametrize("n_images", [1, 2])
 def test_image_removed_log_probs_equal_the_conversation_built_without_the_image(actor, processor, n_images):
     response = _response(processor)
     images = [_image((200, 30, 30)), _image((20, 40, 220), size=84)][:n_images]
     with_image = [agent_loop_row(processor, _messages(n_images), images, response)]
     from_scratch = [agent_loop_row(processor, _messages(0), None, response)]
-    removed, rows = _removed(processor, with_image)
+    removed, rows = image_removed_rows(processor, with_image)
     assert rows == [0]
     # Same tokens and positions as the prompt rendered without the image...
     assert torch.equal(as_list(removed["input_ids"])[0], from_scratch[0]["input_ids"])
@@ -146,7 +135,7 @@ def test_mixed_batch_of_image_and_text_only_samples(actor, processor):
         agent_loop_row(processor, _messages(0), None, response),
     ]
     old_lp, _, _ = _log_probs(actor, samples)  # veRL's old-log-prob forward on the mixed batch
-    removed, rows = _removed(processor, samples)
+    removed, rows = image_removed_rows(processor, samples)
     assert rows == [0, 2]
     removed_lp, _, _ = _log_probs(actor, removed)  # an image-free micro-batch: needs the text-only patch
     scratch_lp, _, _ = _log_probs(actor, [samples[3], agent_loop_row(processor, _messages(0), None, response)])

@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 from reference_math import reference_truncated_entropy
 
-from verl_tor.counterfactual import as_list, image_removed_batch
+from verl_tor.counterfactual import as_list
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
-from verl_tor.testing.rollout_rows import agent_loop_row, rows_to_batch
+from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
 from verl_tor.testing.varlen_attention import varlen_attention
 
 LOGIT_SCALE = 20.0
@@ -219,14 +219,7 @@ def test_packed_image_removed_pass_equals_the_conversation_without_images(
     packed_bf16_actor, processor, samples, reference_logits
 ):
     with_images, without_images = samples
-    removed, rows = image_removed_batch(
-        [r["prompts"] for r in with_images],
-        [r["responses"] for r in with_images],
-        [r["response_mask"] for r in with_images],
-        4,
-        processor.config.vision_start_token_id,
-        processor.config.vision_end_token_id,
-    )
+    removed, rows = image_removed_rows(processor, with_images)
     assert rows == [0, 2]
     # An image-free packed batch (it needs the text-only patch of veRL's Qwen2-VL forward).
     removed_log_probs, _ = _infer(packed_bf16_actor, removed, temperature=0.7)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import torch
 from tensordict import NonTensorStack, TensorDict
 
-from verl_tor.counterfactual import nested_rows
+from verl_tor.counterfactual import image_removed_batch, nested_rows
 
 
 def agent_loop_row(processor, messages: list[dict], images: list | None, response_ids: list[int]) -> dict:
@@ -51,3 +51,15 @@ def rows_to_batch(rows: list[dict]) -> TensorDict:
     fields = {key: nested_rows([row[key] for row in rows]) for key in rows[0] if key != "multi_modal_inputs"}
     fields["multi_modal_inputs"] = NonTensorStack(*[row["multi_modal_inputs"] for row in rows])
     return TensorDict(fields, batch_size=[len(rows)])
+
+
+def image_removed_rows(processor, rows: list[dict]) -> tuple[TensorDict | None, list[int]]:
+    """:func:`verl_tor.counterfactual.image_removed_batch` of ``agent_loop_row`` samples (Qwen-VL, (4, L) positions)."""
+    return image_removed_batch(
+        [row["prompts"] for row in rows],
+        [row["responses"] for row in rows],
+        [row["response_mask"] for row in rows],
+        4,
+        processor.config.vision_start_token_id,
+        processor.config.vision_end_token_id,
+    )
