@@ -71,11 +71,6 @@ def varlen_attention(
     return out
 
 
-def _flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kwargs):
-    """The call veRL makes, keyword for keyword (``dropout_p``, ``softmax_scale``, ``causal``)."""
-    return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, **kwargs)
-
-
 def _flash_attention_forward(query, key, value, attention_mask, query_length, is_causal=True, **kwargs):
     """transformers' wrapper, for what veRL sends it: ``[batch, L, heads, D]`` rows without a padding mask."""
     if attention_mask is not None or kwargs.get("dropout", 0.0) != 0.0:
@@ -97,7 +92,7 @@ def varlen_attention_in_verl() -> Iterator[None]:
     module = importlib.import_module(TARGET_MODULE)
     missing = object()
     saved = {name: getattr(module, name, missing) for name in FLASH_ATTN_NAMES}
-    module.flash_attn_varlen_func = _flash_attn_varlen_func
+    module.flash_attn_varlen_func = varlen_attention  # same parameter names as flash-attn's, as veRL calls it
     module._flash_attention_forward = _flash_attention_forward
     module._flash_supports_window_size = False
     module._flash_supports_deterministic = False
