@@ -41,8 +41,8 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # GRPO vs GRPO+ToR on CPU with veRL's real main_ppo (verl_tor/demo): `STEPS=N` sets the steps per arm, `SEED=S`
-# the seed of everything (data, model, warm start, both arms); outputs
-# go to outputs/demo/<timestamp>/ (metrics jsonl per arm, rewards.png, summary.md).
+# the seed of everything (data, model, warm start, both arms); outputs go to outputs/demo/<timestamp>/ (metrics
+# jsonl per arm, rewards.png, summary.md).
 demo: install
 	$(PY) -m verl_tor.demo $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED))
 
