@@ -17,7 +17,7 @@ Settings follow ``shared/docs/cpu-demo.md`` (16 prompts x 8 responses, lr 5e-4, 
 greedy validation every 10 steps), measured to take this model from chance to ~0.95 reward in ~70 steps, except
 the mini-batch: 4 prompts (4 optimizer updates per step) instead of 8 learns faster per step at about the same cost,
 which a 30-step budget needs (GRPO, reward in steps 21-30: 0.42 and 0.45 against 0.23-0.41 with 8). It is also
-closer to instability: one of four later 30-step runs (GRPO, seed 0) collapsed after step 17 (README, "The CPU demo").
+closer to instability: one of three later 30-step GRPO runs (seed 0) collapsed after step 17 (README, "The CPU demo").
 
     python -m verl_tor.demo [--steps N] [--seed S] [--smoke] [--out DIR]
 """
