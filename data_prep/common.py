@@ -39,7 +39,7 @@ from mathruler.grader import extract_boxed_content
 from PIL import Image
 from tqdm import tqdm
 
-from verl_tor.rewards import FREE_FORM, MULTIPLE_CHOICE, YES_NO
+from verl_tor.eval.rewards import FREE_FORM, MULTIPLE_CHOICE, YES_NO
 
 DEFAULT_DATA_ROOT = Path("~/data/verl_tor")
 MANIFEST_NAME = "manifest.json"

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from data_prep.common import DatasetSpec, Problem, as_images, main, question_and_answer
-from verl_tor.rewards import FREE_FORM
+from verl_tor.eval.rewards import FREE_FORM
 
 
 def to_problem(row: Mapping[str, Any]) -> Problem:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from data_prep.common import MISSING_ANSWER, DatasetSpec, Problem, SkipRow, as_images, main, question_and_answer
-from verl_tor.rewards import YES_NO
+from verl_tor.eval.rewards import YES_NO
 
 YES_NO_BY_LABEL = {"1": "yes", "0": "no"}
 

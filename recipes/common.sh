@@ -65,7 +65,7 @@ GRPO=(
 
 # DAPO arms: no KL (no reference model), clip-higher, token-mean loss, dynamic sampling that keeps only groups
 # whose accuracy differs between responses (0 < group accuracy < 1). veRL's V1 replay buffer evicts a group whose
-# metric is identical across its responses and refills; `acc` is the accuracy that verl_tor.rewards returns.
+# metric is identical across its responses and refills; `acc` is the accuracy that verl_tor.eval.rewards returns.
 DAPO=(
   actor_rollout_ref.actor.use_kl_loss=false
   actor_rollout_ref.actor.clip_ratio_low=0.2
@@ -97,7 +97,7 @@ base_gpu() {
     data.filter_overlong_prompts=true
     data.filter_overlong_prompts_workers=8
     data.dataloader_num_workers=8
-    reward.custom_reward_function.path=pkg://verl_tor.rewards
+    reward.custom_reward_function.path=pkg://verl_tor.eval.rewards
     reward.custom_reward_function.name=compute_score
     +reward.custom_reward_function.reward_kwargs.format_weight=0.1
     # The paper's sizes: 512 prompts x 12 responses per step, updates of 128 prompts, 15 epochs.
@@ -152,7 +152,7 @@ base_smoke() {
 }
 
 # run_overrides RUN_DIR NAME: fills RUN. Metrics go to RUN_DIR/metrics/<launch time>.jsonl (veRL's file logger
-# truncates its file, so a resumed run writes a new one; verl_tor.report merges them). The path travels in Ray's
+# truncates its file, so a resumed run writes a new one; verl_tor.eval.report merges them). The path travels in Ray's
 # runtime_env because the logger runs in the TaskRunner actor, possibly on a Ray cluster started elsewhere.
 run_overrides() {
   local save_freq=20 test_freq=5
@@ -176,7 +176,7 @@ run_info() {
 }
 
 # launch RUN_DIR INFO_JSON COMMAND...: prints (DRY_RUN=1) or runs COMMAND with BASE_ENV, after recording
-# RUN_DIR/run.json (what verl_tor.report labels the run with) and RUN_DIR/command.sh.
+# RUN_DIR/run.json (what verl_tor.eval.report labels the run with) and RUN_DIR/command.sh.
 launch() {
   local run_dir=$1 info=$2
   shift 2

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evaluate a model or a recipe's checkpoint on the paper's five benchmarks with veRL's validation-only mode and
-# verl_tor.rewards (rule-based grading; the paper used an LLM judge, see recipes/README.md).
+# verl_tor.eval.rewards (rule-based grading; the paper used an LLM judge, see recipes/README.md).
 #
 #   bash recipes/eval.sh CHECKPOINT_OR_MODEL [OVERRIDE...]
 #
@@ -10,7 +10,7 @@
 # EVAL_MODE: greedy (default; the paper's protocol: one greedy answer), avg8 (8 samples at temperature 1.0,
 #   the protocol of VPPO and related work), or both (two runs).
 # Results: <run>/eval/<global_step_N|model>_<mode>/ (metrics, generations, run.json), which
-#   `python -m verl_tor.report <run>` reads. A Hugging Face model goes to OUTPUT_DIR/eval_<model name>/.
+#   `python -m verl_tor.eval.report <run>` reads. A Hugging Face model goes to OUTPUT_DIR/eval_<model name>/.
 # SMOKE=1: the tiny model (or a smoke run's checkpoint) on the synthetic validation set, on the CPU.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
@@ -90,7 +90,7 @@ evaluate() {
     actor_rollout_ref.actor.use_kl_loss=false
     trainer.save_freq=-1
   )
-  # val_files lets `verl_tor.report --judge-url` find each dumped response's benchmark row.
+  # val_files lets `verl_tor.eval.report --judge-url` find each dumped response's benchmark row.
   local info
   info=$(run_info kind eval experiment "$name" label "$LABEL" mode "$mode" step "$TAG" \
     model "$MODEL" smoke "$SMOKE" val_files "$files")

@@ -6,7 +6,7 @@ installed veRL (and ``verl_tor.config``) and checked the way ``main_ppo`` and it
 ``validate_config``, veRL's config dataclasses of each section, and the trainer class built from the config (its
 replay buffer with DAPO's group filter, ToR's ``tor:`` section). Both forms are checked: the GPU command and the
 SMOKE=1 command. One recipe (7B Geometry3K DAPO + ToR: dynamic sampling and ToR) then runs end to end on the CPU
-with SMOKE=1, its checkpoint is evaluated with ``eval.sh`` (merge included), and ``verl_tor.report`` reads both.
+with SMOKE=1, its checkpoint is evaluated with ``eval.sh`` (merge included), and ``verl_tor.eval.report`` reads both.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def test_gpu_recipe_has_the_papers_setting(script, recipe_config):
     assert (rollout.temperature, rollout.top_p, rollout.top_k) == (1.0, 1.0, -1)
     assert dict(data.mm_processor_kwargs) == {"min_pixels": 262144, "max_pixels": 4194304}
     assert not actor.freeze_vision_tower
-    assert config.reward.custom_reward_function.path == "pkg://verl_tor.rewards"
+    assert config.reward.custom_reward_function.path == "pkg://verl_tor.eval.rewards"
     assert not rollout.val_kwargs.do_sample and rollout.val_kwargs.n == 1
     if "_dapo" in script:
         assert not actor.use_kl_loss
@@ -408,7 +408,7 @@ def test_smoke_eval_of_the_checkpoint(smoke_run):
 
 @pytest.mark.e2e
 def test_report_of_the_smoke_run(smoke_run, tmp_path):
-    from verl_tor.report import main
+    from verl_tor.eval.report import main
 
     assert smoke_run["eval"] is not None and smoke_run["eval"].returncode == 0
     main([str(smoke_run["dir"]), "--out", str(tmp_path / "results.md")])

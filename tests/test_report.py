@@ -1,4 +1,4 @@
-"""``verl_tor.report`` on run folders laid out as the recipes write them, with metrics files written by veRL's own
+"""``verl_tor.eval.report`` on run folders laid out as the recipes write them, with metrics files written by veRL's own
 ``FileLogger`` (the "file" backend of ``trainer.logger``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from verl.utils.tracking import FileLogger
 
-from verl_tor.report import PAPER_TABLE4, main, validation_accuracies
+from verl_tor.eval.report import PAPER_TABLE4, main, validation_accuracies
 
 BENCHMARK_ACCURACY = {
     "mathverse": 0.512,

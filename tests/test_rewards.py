@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from verl_tor.rewards import compute_score
+from verl_tor.eval.rewards import compute_score
 
 MC = {"answer_type": "multiple_choice", "choices": ["145°", "35°", "55°"]}
 
@@ -171,7 +171,7 @@ def test_veRL_loads_and_calls_it_from_the_documented_config(tiny_model_dir):
         {
             "reward": {
                 "custom_reward_function": {
-                    "path": "pkg://verl_tor.rewards",
+                    "path": "pkg://verl_tor.eval.rewards",
                     "name": "compute_score",
                     "reward_kwargs": {"format_weight": 0.0},
                 },

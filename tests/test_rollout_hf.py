@@ -28,7 +28,7 @@ def model_config(tiny_model_dir):
 
 @pytest.fixture
 def server(model_config):
-    from verl_tor.rollout_hf.server import HFRolloutServer
+    from verl_tor.cpu.rollout_hf.server import HFRolloutServer
 
     return HFRolloutServer(_rollout_config(), model_config)
 
@@ -76,14 +76,14 @@ def test_hf_rollout_registered():
     from verl.workers.rollout.base import get_rollout_class
     from verl.workers.rollout.replica import get_rollout_replica_class
 
-    from verl_tor.rollout_hf.server import HFReplica, HFServerAdapter
+    from verl_tor.cpu.rollout_hf.server import HFReplica, HFServerAdapter
 
     assert get_rollout_replica_class("hf") is HFReplica
     assert get_rollout_class("hf", "async") is HFServerAdapter
 
 
 def test_max_new_tokens_like_vllm():
-    from verl_tor.rollout_hf.server import max_new_tokens
+    from verl_tor.cpu.rollout_hf.server import max_new_tokens
 
     config = _rollout_config(prompt_length=10, response_length=6)
     assert max_new_tokens(config, 4, {}) == 6
@@ -123,7 +123,7 @@ def test_n_requests_sample_independently(server, image_prompt):
 
 
 def test_response_budget_and_eos(model_config, image_prompt):
-    from verl_tor.rollout_hf.server import HFRolloutServer
+    from verl_tor.cpu.rollout_hf.server import HFRolloutServer
 
     server = HFRolloutServer(_rollout_config(response_length=3, ignore_eos=True), model_config)
     outputs = _generate(server, image_prompt, SAMPLE, n=4)
@@ -178,7 +178,7 @@ def test_weight_update_changes_outputs(server, image_prompt, tiny_model_dir):
 
 def test_adapter_forwards_weights_to_its_server(model_config, monkeypatch):
     """Worker side: every rank drains the weight generator; only the replica's first rank sends."""
-    from verl_tor.rollout_hf import server as server_module
+    from verl_tor.cpu.rollout_hf import server as server_module
 
     class FakeServer:
         def __init__(self):
@@ -213,7 +213,7 @@ def test_adapter_forwards_weights_to_its_server(model_config, monkeypatch):
 
 
 def test_suppress_vision_tokens_option(model_config):
-    from verl_tor.rollout_hf.server import HFRolloutServer
+    from verl_tor.cpu.rollout_hf.server import HFRolloutServer
 
     tokenizer = model_config.tokenizer
     vision = {tokenizer.convert_tokens_to_ids(token) for token in ("<|vision_start|>", "<|vision_end|>")}

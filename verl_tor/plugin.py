@@ -6,7 +6,9 @@ module it needs (``import_hooks``), so processes that never import that module p
 plugin errors at debug level; ``tests/test_plugin.py`` checks in a fresh process that everything registered.
 """
 
-from verl_tor import patches, platform_cpu, rollout_hf
+from verl_tor import patches
+from verl_tor.cpu import platform as cpu_platform
+from verl_tor.cpu import rollout_hf
 from verl_tor.import_hooks import call_after_import
 
 
@@ -27,7 +29,7 @@ def _attach_truncated_entropy(transformer_impl) -> None:
 
 
 patches.apply_all()
-platform_cpu.register()
+cpu_platform.register()
 rollout_hf.register()
 if patches.verl_version_matches():
     call_after_import("verl.trainer.ppo.v1", _register_trainer)

@@ -19,7 +19,7 @@ with ``w = format_weight`` (default 0.1, as veRL's geo3k scorer; 0 gives a pure 
 
 Bounded time on hostile output. veRL 0.9.1 calls a synchronous scorer through ``loop.run_in_executor`` (a worker
 thread of a Ray actor), where math-verify's ``signal.alarm`` timeouts cannot run. Equivalence checks therefore run
-in a small pool of grader processes (``python -m verl_tor.rewards --grading-worker``): there math-verify's and
+in a small pool of grader processes (``python -m verl_tor.eval.rewards --grading-worker``): there math-verify's and
 mathruler's own timeouts work (main thread), and the caller kills a grader that misses a hard deadline
 (``grading_timeout_s``) and counts the answer wrong. Inputs are bounded before parsing: only the last
 ``MAX_TAIL_CHARS`` characters are searched for ``\\boxed{}``, and a prediction longer than ``MAX_ANSWER_CHARS`` or
@@ -29,7 +29,7 @@ setting such as ``format_weight=2`` does); a missing answer scores 0. ``pred`` i
 veRL configuration (keys verified in veRL 0.9.1 ``trainer/config/reward/reward.yaml`` and
 ``trainer/ppo/reward.py::get_custom_reward_fn``)::
 
-    reward.custom_reward_function.path=pkg://verl_tor.rewards
+    reward.custom_reward_function.path=pkg://verl_tor.eval.rewards
     reward.custom_reward_function.name=compute_score
     +reward.custom_reward_function.reward_kwargs.format_weight=0.1
 
@@ -226,12 +226,12 @@ class _Grader:
 
 
 class _GraderProcess:
-    """One ``python -m verl_tor.rewards --grading-worker`` child, spoken to in JSON lines over pipes."""
+    """One ``python -m verl_tor.eval.rewards --grading-worker`` child, spoken to in JSON lines over pipes."""
 
     def __init__(self):
         self._stderr = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "verl_tor.rewards", _GRADING_WORKER_FLAG],
+            [sys.executable, "-m", "verl_tor.eval.rewards", _GRADING_WORKER_FLAG],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -242,7 +242,7 @@ class _GraderProcess:
             self.kill()
             self._stderr.seek(0)
             detail = self._stderr.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"verl_tor.rewards: a grading worker failed to start:\n{detail}")
+            raise RuntimeError(f"verl_tor.eval.rewards: a grading worker failed to start:\n{detail}")
 
     def equivalent(self, pred: str, gold: str, timeout_s: float) -> bool | None:
         """The grader's verdict, or None when it missed the deadline or died."""

@@ -1,10 +1,10 @@
 """An ``hf`` rollout backend for veRL 0.9.1: generation with HF transformers ``generate``.
 
 For machines without vLLM (CPU runs, or a single GPU for tests); real runs keep using vLLM. It has the three parts
-veRL's async rollout needs (see :mod:`verl_tor.rollout_hf.server`): a Ray server actor that answers the agent
+veRL's async rollout needs (see :mod:`verl_tor.cpu.rollout_hf.server`): a Ray server actor that answers the agent
 loop's ``generate`` requests, the ``RolloutReplica`` that launches it, and the worker-side ``BaseRollout`` that
 hands it the actor's weights after every step. Select it with ``actor_rollout_ref.rollout.name=hf``; options go
-under ``+actor_rollout_ref.rollout.engine_kwargs.hf`` (see :class:`~verl_tor.rollout_hf.server.HFRolloutOptions`).
+under ``+actor_rollout_ref.rollout.engine_kwargs.hf`` (see :class:`~verl_tor.cpu.rollout_hf.server.HFRolloutOptions`).
 
 This module only registers the backend; the registrations run when veRL imports its rollout registries, so
 processes that never touch a rollout pay nothing.
@@ -20,11 +20,11 @@ from verl_tor.import_hooks import call_after_import
 logger = logging.getLogger(__name__)
 
 ROLLOUT_NAME = "hf"
-ADAPTER_FQN = "verl_tor.rollout_hf.server.HFServerAdapter"
+ADAPTER_FQN = "verl_tor.cpu.rollout_hf.server.HFServerAdapter"
 
 
 def _load_replica_class() -> type:
-    from verl_tor.rollout_hf.server import HFReplica
+    from verl_tor.cpu.rollout_hf.server import HFReplica
 
     return HFReplica
 

@@ -1,9 +1,9 @@
-"""Optional LLM-judge answer extraction for ``verl_tor.report`` (off by default).
+"""Optional LLM-judge answer extraction for ``verl_tor.eval.report`` (off by default).
 
 The paper had an LLM judge (Gemini-2.0-Flash) extract each answer; our training reward and ``eval.sh`` grade the
 last ``\\boxed{}`` by rule. With ``--judge-url`` the report also asks an OpenAI-compatible chat-completions endpoint
 for the final answer of every response that ``eval.sh`` dumped (``<eval dir>/generations/*.jsonl``) and grades that
-answer with the same rule (``verl_tor.rewards.compute_score`` on ``\\boxed{<answer>}``). A response without an
+answer with the same rule (``verl_tor.eval.rewards.compute_score`` on ``\\boxed{<answer>}``). A response without an
 answer ("NONE") is wrong.
 
 veRL's dumps hold the decoded prompt, response and ground truth but not the benchmark, so each response is matched
@@ -89,7 +89,7 @@ def benchmark_rows(val_files: Iterable[str]) -> dict[str, tuple[str, str, dict[s
 
 def judged_accuracy(eval_dir: Path, judge: Judge) -> tuple[dict[str, float], int]:
     """``({data_source: accuracy of the judge-extracted answers}, responses matched to no benchmark row)``."""
-    from verl_tor.rewards import compute_score
+    from verl_tor.eval.rewards import compute_score
 
     info: Mapping[str, str] = json.loads((eval_dir / "run.json").read_text())
     rows = benchmark_rows(path for path in info.get("val_files", "").split(",") if path)

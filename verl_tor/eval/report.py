@@ -1,17 +1,17 @@
 """Results of recipe runs in the paper's Table 4 layout, the paper's numbers beside ours, and training curves.
 
-    python -m verl_tor.report RUN_DIR... --out results.md [--png curves.png] [--judge-url URL --judge-model NAME]
+    python -m verl_tor.eval.report RUN_DIR... --out results.md [--png curves.png] [--judge-url URL --judge-model NAME]
 
 A RUN_DIR is what a recipe writes (``OUTPUT_DIR/<experiment>``: ``run.json``, ``metrics/*.jsonl`` from veRL's file
 logger, ``eval/<step>_<mode>/`` from ``recipes/eval.sh``) or one evaluation folder. Each evaluation gives a table
 row: veRL's validation metric ``val-core/<data_source>/acc/mean@N`` (the mean accuracy over the N samples of each
-prompt, from ``verl_tor.rewards``; ``reward`` for a reward function without ``acc``) per benchmark. A run without
+prompt, from ``verl_tor.eval.rewards``; ``reward`` for a reward function without ``acc``) per benchmark. A run without
 evaluations contributes its last training-time validation instead. Tables are split by N: greedy (N = 1, the
 paper's protocol) and avg@N. Rows of the paper's setting (Qwen2.5-VL-7B-Instruct trained on Geometry3K, a Table 4
 method) get the paper's row beside them.
 
 With ``--judge-url URL --judge-model NAME`` (off by default) every evaluation also gets a row graded on the answers
-an OpenAI-compatible LLM extracts from its dumped responses (``verl_tor.judge``), as the paper's judge did.
+an OpenAI-compatible LLM extracts from its dumped responses (``verl_tor.eval.judge``), as the paper's judge did.
 
 The PNG has one line per run: reward (``critic/score/mean``), validation accuracy, ToR's selected fractions
 (``tor/*``) and response length over training steps.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_prep import BENCHMARKS, DATA_SOURCES
-from verl_tor.judge import Judge, judged_accuracy
+from verl_tor.eval.judge import Judge, judged_accuracy
 
 # Paper Table 4: Qwen2.5-VL-7B-Instruct trained on Geometry3K, greedy decoding, accuracy % (LLM-judged).
 PAPER_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -42,7 +42,7 @@ PAPER_TABLE4: dict[str, tuple[float, ...]] = {
     "DAPO + ToR": (53.4, 27.9, 72.6, 72.1, 71.8, 59.56),
 }
 GRADING_NOTE = (
-    "Grading: rule-based answer matching (`verl_tor.rewards.compute_score`: the last `\\boxed{}`, math-verify, "
+    "Grading: rule-based answer matching (`verl_tor.eval.rewards.compute_score`: the last `\\boxed{}`, math-verify, "
     "option letters, yes/no). The paper extracted answers with an LLM judge (Gemini-2.0-Flash); its numbers are "
     "shown for orientation, not as a like-for-like comparison."
 )
@@ -135,7 +135,7 @@ def _evaluation_rows(folder: Path, label: str, paper: tuple[float, ...] | None, 
 
 
 def _judged_rows(folder: Path, rows: list[Row], judge: Judge | None) -> list[Row]:
-    """With a judge, each evaluation row again with the judge-extracted answers graded (``verl_tor.judge``)."""
+    """With a judge, each evaluation row again with the judge-extracted answers graded (``verl_tor.eval.judge``)."""
     if judge is None or not rows or not (folder / "generations").is_dir():
         return []
     accuracy, unmatched = judged_accuracy(folder, judge)
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--png", type=Path, help="training-curves PNG (default: next to --out, <out>_curves.png)")
     parser.add_argument(
         "--judge-url",
-        help="OpenAI-compatible endpoint (…/v1) that extracts answers again (verl_tor.judge); off by default",
+        help="OpenAI-compatible endpoint (…/v1) that extracts answers again (verl_tor.eval.judge); off by default",
     )
     parser.add_argument("--judge-model", help="model name for --judge-url")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The ``hf`` rollout: server actor, replica and worker-side adapter (registered by :mod:`verl_tor.rollout_hf`).
+"""The ``hf`` rollout: server actor, replica and worker-side adapter (registered by :mod:`verl_tor.cpu.rollout_hf`).
 
 - :class:`HFRolloutServer` holds its own copy of the model on the platform's device (``cpu`` under
   ``VERL_PLATFORM=cpu``, else the training worker's GPU) and answers veRL's token-in/token-out ``generate``.
@@ -34,7 +34,7 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 from verl.workers.rollout.utils import get_vision_placeholder_token_ids
 
-from verl_tor.rollout_hf import ROLLOUT_NAME
+from verl_tor.cpu.rollout_hf import ROLLOUT_NAME
 
 logger = logging.getLogger(__name__)
 
