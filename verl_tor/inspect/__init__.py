@@ -1,0 +1,35 @@
+"""Token inspector: which response tokens ToR weighted, recorded during training and shown as one HTML page.
+
+Recording (``verl_tor.inspect.record``, called by the ToR trainer when ``tor.inspect.samples_per_step > 0``)
+appends to ``<tor.inspect.dir>/tor_inspect.jsonl`` (default dir: ``trainer.default_local_dir``); the page
+(``python -m verl_tor.inspect RUN_DIR [--out page.html]``, ``verl_tor.inspect.page``) reads that file.
+
+File format (JSON lines, append-only; a reader must accept a truncated last line while the run writes):
+
+``{"kind": "run", "version": 1, "experiment": str, "started": ISO time, "tor": {ToRConfig fields},
+"inspect": {"samples_per_step": int, "every_n_steps": int, "thumbnail_px": int}}``
+    written when a trainer starts (again after a resume; the last one before a step applies to it).
+
+``{"kind": "step", "step": int, "n_valid_tokens": int, "n_samples": int,
+"thresholds": {"reasoning": float, "perception": float},        # smallest selected score, 0 if none
+"fractions": {"reasoning": float, "perception": float, "overlap": float},
+"histograms": {"entropy": {"edges": [float], "counts": [int]},  # over every valid token of the batch
+               "sensitivity": {"edges": [float], "counts": [int]}},
+"top_tokens": {"reasoning": [[text, count], ...], "perception": [[text, count], ...]},   # whole batch, <= 20 each
+"samples": [sample, ...]}``
+
+where each ``sample`` is
+``{"index": int (row in the step's batch), "uid": str, "data_source": str, "prompt": str (decoded, vision pads
+collapsed), "reward": float, "acc": float | null, "has_image": bool, "images": ["data:image/png;base64,..."],
+"tokens": {"id": [int], "text": [str], "H": [float], "S": [float], "set": [str], "w": [float],
+"adv": [float], "adv_w": [float], "valid": [bool]}}``
+
+``set`` is one of ``reasoning`` (in T_r, also when in T_p: it gets γ_r), ``perception`` (T_p \\ T_r), ``both``
+(in T_r ∩ T_p) is reported separately from ``reasoning`` so that the overlap is visible, ``none``. Precisely:
+``both`` = T_r ∩ T_p, ``reasoning`` = T_r \\ T_p, ``perception`` = T_p \\ T_r, ``none`` = the rest (also invalid
+tokens, e.g. tool output with response_mask 0, whose ``valid`` is false). ``w`` is the token's ToR weight,
+``adv`` the advantage before weighting and ``adv_w`` after (``adv * w``).
+"""
+
+INSPECT_FILE = "tor_inspect.jsonl"
+TOKEN_SETS = ("reasoning", "perception", "both", "none")
