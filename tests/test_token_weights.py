@@ -473,3 +473,66 @@ def test_truncated_entropy_rejects_bad_arguments():
             truncated_entropy(torch.randn(2, 10), top_p)
     with pytest.raises(ValueError, match="chunk_size"):
         truncated_entropy(torch.randn(2, 10), 0.9, chunk_size=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Zero truncated entropy is exactly 0 (a one-token top-p set), so it is never selected as a reasoning score.
+
+
+def confident_rows(generator: torch.Generator, top_masses: torch.Tensor, vocab: int = QWEN_VOCAB) -> torch.Tensor:
+    """`[n, vocab]` float64 logits whose top token holds `top_masses[i]` of the mass, the rest spread at random."""
+    rest = torch.rand(len(top_masses), vocab - 1, generator=generator, dtype=torch.float64) + 0.1
+    rest = rest / rest.sum(dim=-1, keepdim=True) * (1 - top_masses[:, None])
+    return torch.cat([top_masses[:, None], rest], dim=-1).log()
+
+
+def spread_rows(generator: torch.Generator, n: int, vocab: int = QWEN_VOCAB) -> torch.Tensor:
+    """`[n, vocab]` logits of uncertain next tokens: several candidates share most of the mass."""
+    logits = torch.randn(n, vocab, generator=generator, dtype=torch.float64) - 12
+    logits[:, :8] = torch.randn(n, 8, generator=generator, dtype=torch.float64)
+    return logits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_one_token_top_p_set_gives_exactly_zero(dtype):
+    generator = torch.Generator().manual_seed(11)
+    logits = confident_rows(generator, torch.linspace(0.951, 0.9999, 64, dtype=torch.float64)).to(dtype)
+    # In the input's own precision the top token still holds more than 0.95: the set is that token alone.
+    assert (torch.softmax(logits.double(), dim=-1).amax(dim=-1) > 0.95).all()
+    entropy = truncated_entropy(logits, 0.95)
+    assert (entropy == 0).all(), entropy[entropy != 0]
+    assert not torch.signbit(entropy).any()  # 0.0, not −0.0
+
+
+def test_tiny_truncated_entropies_are_zero_or_real():
+    """Across the whole range from confident to spread rows, no score is a rounding residue: each is exactly 0
+    where the float64 brute force keeps one token, and otherwise within 1e-6 of the brute force and above 1e-9."""
+    generator = torch.Generator().manual_seed(12)
+    top_masses = torch.cat([torch.linspace(0.9, 0.9999, 40), torch.linspace(0.949, 0.9515, 24)]).double()
+    logits = torch.cat([confident_rows(generator, top_masses, 5000), spread_rows(generator, 8, 5000)]).float()
+    entropy = truncated_entropy(logits, 0.95).numpy()
+    probs = np.sort(torch.softmax(logits.double(), dim=-1).numpy(), axis=-1)[:, ::-1]
+    one_token = probs[:, 0] >= 0.95
+    assert one_token.any() and (~one_token).any()
+    assert (entropy[one_token] == 0).all()
+    assert (entropy[~one_token] > 1e-9).all()
+    np.testing.assert_allclose(entropy, reference_truncated_entropy(logits, 0.95), rtol=1e-6, atol=1e-6)
+
+
+def test_zero_entropy_tokens_never_fill_the_reasoning_set():
+    """Only 20 % of the batch's tokens have a real top-p entropy; at α_r = 0.3 exactly those are T_r, and the
+    threshold metric is a real entropy (the smallest of them), not rounding noise (before the fix, 5 of these 200
+    one-token rows scored ≈ +1e-17 and took reasoning weight)."""
+    generator = torch.Generator().manual_seed(13)
+    n_confident, n_uncertain, vocab = 200, 50, 5000
+    logits = confident_rows(generator, torch.linspace(0.951, 0.9999, n_confident).double(), vocab)
+    logits = torch.cat([logits, spread_rows(generator, n_uncertain, vocab)]).float()
+    uncertain = torch.arange(n_confident + n_uncertain) >= n_confident
+    entropy = truncated_entropy(logits, 0.95).reshape(10, 25)
+    uncertain = uncertain.reshape(10, 25)
+    mask = torch.ones(10, 25, dtype=torch.bool)
+    weights, metrics = tor_token_weights(entropy, torch.zeros_like(entropy), mask, ToRConfig(reasoning_quantile=0.3))
+    assert torch.equal(weights == 1.0, uncertain)
+    assert metrics["reasoning_fraction"] == 0.2
+    assert metrics["reasoning_threshold"] == pytest.approx(entropy[uncertain].min().item())
+    assert metrics["reasoning_threshold"] > 0.1

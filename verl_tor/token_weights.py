@@ -28,6 +28,9 @@ _FALLBACK_BUCKETS = 4096
 _FALLBACK_RANGE_NATS = 32.0
 """The fallback's buckets split the 32 nats below a row's largest logit; the last bucket also takes everything
 lower (their total mass is below V·e^-32, about 2e-9 at V = 151,936)."""
+_ENTROPY_ROUNDING_ULPS = 16
+"""A top-p entropy within this many float64 ulps of its two terms' magnitude is rounding of a point mass, not an
+entropy: it is reported as exactly 0 (never selected), like the entropy of a one-token set."""
 
 
 @dataclass
@@ -234,24 +237,26 @@ def tor_token_weights(
 def truncated_entropy(logits: torch.Tensor, top_p: float, chunk_size: int = 256) -> torch.Tensor:
     """Entropy of the renormalized top-p set of each next-token distribution (Eq. 5), in nats.
 
-    The top-p set is the one nucleus sampling draws from (HF `TopPLogitsWarper`, vLLM): tokens sorted by
-    probability, a token is in the set iff the total probability of the tokens ranked before it is < top_p.
-    So it is the smallest prefix whose mass reaches top_p, the token that crosses top_p included; the top token is
-    always in. H = −Σ_{v ∈ set} p̃(v) log p̃(v) with p̃ = p / p(set). `top_p = 1.0` is the plain full entropy.
+        The top-p set is the one nucleus sampling draws from (HF `TopPLogitsWarper`, vLLM): tokens sorted by
+        probability, a token is in the set iff the total probability of the tokens ranked before it is < top_p.
+        So it is the smallest prefix whose mass reaches top_p, the token that crosses top_p included; the top token is
+        always in. H = −Σ_{v ∈ set} p̃(v) log p̃(v) with p̃ = p / p(set). `top_p = 1.0` is the plain full entropy.
+    A one-token set (its token holds ≥ top_p of the mass) gives exactly 0.0, never a rounding residue such as 1e-17,
+    so that such a token is never selected as a reasoning token.
 
-    A score, not a loss term: computed without gradient. Rows are processed `chunk_size` at a time in float32 (any
-    input dtype, e.g. bf16); the extra memory peaks at about 6x one float32 chunk (~0.9 GB for the default 256 rows
-    at V = 151,936), whatever the number of rows. No row is fully sorted: the top-p set is read off the top-64
-    logits when they hold top_p of the mass (peaked rows), otherwise off a 4096-bucket histogram of the row
-    followed by a top-k inside the bucket where the set ends.
+        A score, not a loss term: computed without gradient. Rows are processed `chunk_size` at a time in float32 (any
+        input dtype, e.g. bf16); the extra memory peaks at about 6x one float32 chunk (~0.9 GB for the default 256 rows
+        at V = 151,936), whatever the number of rows. No row is fully sorted: the top-p set is read off the top-64
+        logits when they hold top_p of the mass (peaked rows), otherwise off a 4096-bucket histogram of the row
+        followed by a top-k inside the bucket where the set ends.
 
-    Args:
-        logits: `[..., V]` next-token logits (already divided by the sampling temperature, if any).
-        top_p: the nucleus mass p, in (0, 1].
-        chunk_size: rows per chunk.
+        Args:
+            logits: `[..., V]` next-token logits (already divided by the sampling temperature, if any).
+            top_p: the nucleus mass p, in (0, 1].
+            chunk_size: rows per chunk.
 
-    Returns:
-        `[...]` float32 entropies.
+        Returns:
+            `[...]` float32 entropies.
     """
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
@@ -326,8 +331,14 @@ def _prefix_entropy(
     in_top_p = mass_ranked_before < top_p
     mass = mass_before + (probs * in_top_p).sum(dim=-1)
     plogp = plogp_before + (torch.xlogy(probs, probs) * in_top_p).sum(dim=-1)
-    # H(p̃) with p̃ = p / mass: −Σ p̃ log p̃ = log mass − Σ p log p / mass.
-    return mass.log() - plogp / mass, cumulative[:, -1] >= top_p
+    # H(p̃) with p̃ = p / mass: −Σ p̃ log p̃ = log mass − Σ p log p / mass. The two terms cancel exactly only in exact
+    # arithmetic: for a one-token set they leave ±1e-17 of float64 rounding, and a "positive" score would be selected.
+    log_mass, mean_log_p = mass.log(), plogp / mass
+    entropy = log_mass - mean_log_p
+    rounding = _ENTROPY_ROUNDING_ULPS * torch.finfo(torch.float64).eps * (log_mass.abs() + mean_log_p.abs())
+    one_token = (mass_before == 0) & (in_top_p.sum(dim=-1) == 1)  # the head, when there is one, holds tokens
+    # + 0.0 turns −0.0 into 0.0.
+    return torch.where(one_token | (entropy <= rounding), 0.0, entropy) + 0.0, cumulative[:, -1] >= top_p
 
 
 def _bucketed_top_p_entropy(
