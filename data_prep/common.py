@@ -131,6 +131,9 @@ class DatasetSpec:
     hub_config: str | None = None
     id_column: str | None = None
     hub_snapshot: bool = False  # the hub repository is files (parquet + zip), not a `datasets` dataset
+    # Whole-split pass before rows convert, for facts one row holds about others (e.g. MathVerse's option lists,
+    # written in only some versions of a problem); returns the split with any added columns.
+    prepare: Callable[[datasets.Dataset], datasets.Dataset] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------- text helpers
@@ -145,7 +148,9 @@ def require_text(value: Any, reason: str) -> str:
 
 
 _CHOICE_LINE = re.compile(r"\s*(?:\(([A-Z])\)|([A-Z])\s*[.:：．、)])\s*(.*\S)\s*")
-_LETTERS = re.compile(r"\(?([A-Z])\)?(?:\s*[,;、]\s*\(?([A-Z])\)?)*")
+# Letters joined by commas, semicolons or line breaks (MathVerse writes some two-letter answers as "C\nD").
+_LETTERS = re.compile(r"\(?([A-Z])\)?(?:(?:\s*[,;、]\s*|[ \t]*\n\s*)\(?([A-Z])\)?)*")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
 
 
 def parse_choices(text: str, separator: str = "\n") -> list[str]:
@@ -171,6 +176,12 @@ def option_letters(answer: str) -> str | None:
     return ",".join(sorted(set(re.findall(r"[A-Z]", text))))
 
 
+def comparable_option(text: str) -> str:
+    """An option's text for matching an answer written as that text: degrees (``°``, ``^\\circ``, ``^{\\circ}``)
+    written alike, ``$`` and all spaces dropped, case folded (``053 ^\\circ T`` = ``053° T``)."""
+    return re.sub(r"\s+", "", _DEGREES.sub("°", text).replace("$", "")).casefold()
+
+
 def choice_letter(answer: str, choices: Sequence[str]) -> str:
     """The letter of the correct option, given as a letter or as the option's text."""
     letters = option_letters(answer)
@@ -179,6 +190,10 @@ def choice_letter(answer: str, choices: Sequence[str]) -> str:
     for index, choice in enumerate(choices):
         if choice.strip() == answer.strip():
             return chr(ord("A") + index)
+    # Else the one option that reads the same up to spacing and notation (never a guess between two).
+    matches = [index for index, choice in enumerate(choices) if comparable_option(choice) == comparable_option(answer)]
+    if len(matches) == 1:
+        return chr(ord("A") + matches[0])
     raise SkipRow(ANSWER_NOT_IN_CHOICES, f"answer {answer!r} is neither a letter nor one of {list(choices)!r}")
 
 
@@ -481,6 +496,8 @@ def convert_dataset(
         reports = {}
         for split in splits:
             rows = load_split(spec, split, source, revision)
+            if spec.prepare is not None:
+                rows = spec.prepare(rows)
             handle, name = tempfile.mkstemp(dir=out_dir, prefix=f".{split}.", suffix=".parquet.partial")
             os.close(handle)
             staging_files.append(Path(name))

@@ -4,13 +4,18 @@ Dataset ``lscpku/LogicVista``, split ``test`` (448 rows; hub ``main``, targeted 
 evaluation code (PAPO, VPPO and veRL-style converters): columns ``question`` (options written in the text),
 ``answer`` (a letter such as ``C``, or several such as ``A, C``), ``reasoning``, ``image``, ``skill``,
 ``broad_capability``, ``specific_capability``, ``imagesource``, ``sourcelink``, ``liscenced``, ``id``. Since some
-questions have several correct options, every prompt says how to give more than one letter.
+questions have several correct options, every prompt says how to give more than one letter. One question numbers
+its options 1-5 and its answer is a number: its prompt asks for the number of the correct option instead, and the
+number is its (free-form) ground truth.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
 from data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
+
+SEVERAL_LETTERS_HINT = "If several options are correct, give all their letters separated by commas, e.g. \\boxed{A, C}."
+NUMBERED_OPTIONS_HINT = "The options are numbered: give the number of the correct option, e.g. \\boxed{2}."
 
 
 def to_problem(row: Mapping[str, Any]) -> Problem:
@@ -20,7 +25,7 @@ def to_problem(row: Mapping[str, Any]) -> Problem:
         answer,
         as_images(row["image"]),
         source_id=str(row.get("id") or ""),
-        answer_hint="If several options are correct, give all their letters separated by commas, e.g. \\boxed{A, C}.",
+        answer_hint=NUMBERED_OPTIONS_HINT if answer.isdigit() else SEVERAL_LETTERS_HINT,
         subset=str(row.get("skill") or ""),
         details={
             "broad_capability": row.get("broad_capability"),

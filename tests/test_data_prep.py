@@ -57,6 +57,7 @@ from data_prep.common import main as converter_main
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE = datasets.Image()
 MC, YN, FF = "multiple_choice", "yes_no", "free_form"
+MC_MV = "multi-choice"  # MathVerse's question_type
 
 
 def drawn(seed: int) -> Image.Image:
@@ -195,10 +196,10 @@ def build_mathverse(root: Path):
         "question_for_eval": Value("string"),
     }
 
-    def row(index, version, question, image, answer, question_type):
+    def row(index, version, question, image, answer, question_type, problem=None):
         return {
             "sample_index": str(index),
-            "problem_index": "1",
+            "problem_index": str(problem or index),
             "problem_version": version,
             "question": question,
             "image": image,
@@ -222,11 +223,39 @@ def build_mathverse(root: Path):
         row(2, "Vision Intensive", "Find the length of AB.", image_value(1), "14", "free-form"),
         row(3, "Vision Only", "", image_value(2), "C", "multi-choice"),
         row(4, "Vision Dominant", "Find x.", {"bytes": b"not an image", "path": None}, "5", "free-form"),
+        # The shapes of the few real testmini answers that are not one letter (values made up here): two
+        # letters on two lines; the option's text, in a version that lists the options and in Vision Only, which
+        # does not (its options are looked up in the problem's other versions); a text that is no option.
+        row(5, "Text Dominant", "Which are right?\nChoices:\nA:1\nB:2\nC:3\nD:4", image_value(3), "C\nD", MC_MV, 50),
+        row(6, "Vision Only", "", image_value(4), "C\nD", "multi-choice", 50),
+        row(
+            7,
+            "Text Lite",
+            "Bearing of T?\nChoices:\nA:053^{\\circ} T\nB:127° T",
+            image_value(5),
+            "053 ^\\circ T",
+            MC_MV,
+            60,
+        ),
+        row(8, "Vision Only", "", image_value(6), "053 ^\\circ T", MC_MV, 60),
+        row(9, "Text Dominant", "Is it so?\nChoices:\nA:True\nB:False", image_value(7), "False", MC_MV, 70),
+        row(10, "Vision Only", "", image_value(8), "Neither", MC_MV, 80),
     ]
     path = root / "MathVerse"
     datasets.DatasetDict({"testmini": hf_dataset(rows, features)}).save_to_disk(path)
+    bearings = ["053^{\\circ} T", "127° T"]
     expected = {
-        "testmini": [("B", MC, 1, ["55°", "35°", "30°", "45°"]), ("14", FF, 1, []), ("C", MC, 1, [])],
+        "testmini": [
+            ("B", MC, 1, ["55°", "35°", "30°", "45°"]),
+            ("14", FF, 1, []),
+            ("C", MC, 1, []),
+            ("C,D", MC, 1, ["1", "2", "3", "4"]),
+            ("C,D", MC, 1, ["1", "2", "3", "4"]),
+            ("A", MC, 1, bearings),
+            ("A", MC, 1, bearings),
+            ("B", MC, 1, ["True", "False"]),
+            ("Neither", FF, 1, []),
+        ],
     }
     return path, [], expected, {"testmini": {UNREADABLE_IMAGE: 1}}
 
@@ -436,6 +465,8 @@ def build_logicvista(root: Path):
         ("Which shape comes next? Choose from A: circle, B: square, C: star, D: cross", "C", "0"),
         ("Which two statements are true? A, B, C or D", "A, C", "1"),
         ("   ", "B", "2"),
+        # One real question numbers its options and answers with a number.
+        ("Which figure completes the row? Options: 1, 2, 3, 4, 5", "3", "3"),
     ]
     records = [
         {
@@ -452,7 +483,8 @@ def build_logicvista(root: Path):
     ]
     path = root / "logicvista_test.parquet"
     hf_dataset(records, columns).to_parquet(path)
-    return path, [], {"test": [("C", MC, 1, []), ("A,C", MC, 1, [])]}, {"test": {MISSING_QUESTION: 1}}
+    expected = {"test": [("C", MC, 1, []), ("A,C", MC, 1, []), ("3", FF, 1, [])]}
+    return path, [], expected, {"test": {MISSING_QUESTION: 1}}
 
 
 CASES = {
@@ -532,11 +564,48 @@ def test_prompts_list_separate_choices_and_answer_forms(converted):
     assert json.loads(vista[1]["extra_info"]["details"])["precision"] == 1.0
     assert vista[0]["extra_info"]["answer"] == "35°", "extra_info keeps the source's own answer"
     verse = read_rows(converted["mathverse"][0] / "testmini.parquet")
-    assert [row["extra_info"]["subset"] for row in verse] == ["Text Dominant", "Vision Intensive", "Vision Only"]
+    assert [row["extra_info"]["subset"] for row in verse][:3] == ["Text Dominant", "Vision Intensive", "Vision Only"]
     assert "Answer the question shown in the image." in verse[2]["prompt"][0]["content"]
+    assert [row["extra_info"]["answer"] for row in verse[3:6]] == ["C\nD", "C\nD", "053 ^\\circ T"]
+    for row in verse[3:8]:
+        assert "give the letter of the correct option" in row["prompt"][0]["content"]
+    logic = read_rows(converted["logicvista"][0] / "test.parquet")
+    assert all("\\boxed{A, C}" in row["prompt"][0]["content"] for row in logic[:2])
+    assert "number of the correct option" in logic[2]["prompt"][0]["content"]
+    assert "letter" not in logic[2]["prompt"][0]["content"]
     hallusion = read_rows(converted["hallusionbench"][0] / "image.parquet")
     assert [row["extra_info"]["id"] for row in hallusion] == ["VD_chart_0_1_0", "VS_chart_0_1_1"]
     assert "Yes or No" in hallusion[0]["prompt"][0]["content"]
+
+
+def test_answers_in_every_source_shape_are_graded_by_the_converted_rows(converted):
+    """A right answer scores 1 and a wrong one 0 on the rows as converted (ground truth and extra_info as veRL
+    passes them to the reward), for MathVerse's two-letter and option-text answers and LogicVista's number."""
+    from verl_tor.eval.rewards import compute_score
+
+    def accuracy(row: dict, prediction: str) -> float:
+        response = f"<think>Look at the figure.</think> \\boxed{{{prediction}}}"
+        return compute_score(row["data_source"], response, row["reward_model"]["ground_truth"], row["extra_info"])[
+            "acc"
+        ]
+
+    verse = read_rows(converted["mathverse"][0] / "testmini.parquet")
+    logic = read_rows(converted["logicvista"][0] / "test.parquet")
+    right = {
+        (3, "C, D"),
+        (3, "D,C"),
+        (4, "C and D"),  # C\nD, with and without the options in the question
+        (5, "A"),
+        (6, "A"),
+        (6, "(A)"),  # 053 ^\circ T, listed as option A; Vision Only
+        (7, "B"),
+        (7, "False"),  # the text "False", option B
+        (8, "Neither"),  # a text that is no option: graded as text
+    }
+    wrong = {(3, "C"), (3, "D"), (4, "A, B"), (5, "B"), (6, "B"), (7, "A"), (7, "True"), (8, "A")}
+    assert [accuracy(verse[index], pred) for index, pred in sorted(right)] == [1.0] * len(right)
+    assert [accuracy(verse[index], pred) for index, pred in sorted(wrong)] == [0.0] * len(wrong)
+    assert (accuracy(logic[2], "3"), accuracy(logic[2], "C"), accuracy(logic[2], "2")) == (1.0, 0.0, 0.0)
 
 
 def test_outputs_share_one_schema_and_veRL_loads_them_with_pixels(converted, tiny_model_dir, tmp_path):
@@ -624,7 +693,7 @@ def test_command_line_runs_as_a_module_and_reports_errors(tmp_path):
         [*command, "--local_dataset_path", str(source)], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    assert "logicvista/test: 2 of 3 rows, skipped {'missing_question': 1}" in done.stdout
+    assert "logicvista/test: 3 of 4 rows, skipped {'missing_question': 1}" in done.stdout
     assert (out_dir / "test.parquet").is_file()
     failed = subprocess.run(
         [*command, "--local_dataset_path", str(tmp_path / "absent")], cwd=REPO_ROOT, capture_output=True, text=True
@@ -656,8 +725,14 @@ def test_choices_and_letters_are_parsed_from_source_formats():
     assert option_letters("(B)") == "B"
     assert option_letters("C, A") == "A,C"
     assert option_letters("a") is None and option_letters("12") is None
+    assert option_letters("C\nD") == "C,D" and option_letters("C\n\nD") == "C,D"
+    assert option_letters("C D") is None and option_letters("CD") is None
     assert choice_letter("35°", ["145°", "35°"]) == "B"
     assert choice_letter("B", ["145°", "35°"]) == "B"
+    assert choice_letter("053 ^\\circ T", ["127° T", "053^{\\circ} T"]) == "B"
+    assert choice_letter("false", ["True", "False"]) == "B"
+    with pytest.raises(SkipRow):  # two options read alike: no guess
+        choice_letter("5 cm", ["5cm", "5  cm"])
     assert unbox("\\boxed{17^\\circ}") == "17^\\circ"
     assert unbox("17") == "17"
 
