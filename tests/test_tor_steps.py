@@ -11,7 +11,13 @@ from verl_tor.config_checks import read_tor_section
 from verl_tor.counterfactual import nested_rows
 from verl_tor.testing.actor_engine import compose_ppo_config
 from verl_tor.token_weights import ToRConfig, tor_token_weights
-from verl_tor.trainer import pad_rows_to_multiple, reweight_advantages, visual_sensitivity
+from verl_tor.trainer import (
+    batch_token_weights,
+    pad_rows_to_multiple,
+    unweighted_advantage_metrics,
+    vision_placeholders_in_responses,
+    visual_sensitivity,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Multiplying advantages by w ≥ 0 is the weighted clipped surrogate of Eq. 9, through veRL's real `ppo_loss`.
@@ -121,10 +127,9 @@ def test_weighted_advantages_equal_weighted_clipped_loss_through_verl_ppo_loss(n
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_reweight_advantages_matches_weights_over_the_whole_batch_and_ignores_padding_rows():
+def test_batch_weights_select_over_the_whole_batch_and_ignore_padding_rows():
     generator = torch.Generator().manual_seed(1)
     lengths = [5, 3, 6, 4]
-    advantages = [torch.full((n,), float(i + 1)) for i, n in enumerate(lengths)]
     mask = [torch.ones(n, dtype=torch.long) for n in lengths]
     mask[2][4:] = 0  # e.g. tool-output tokens inside a response
     entropy = [torch.rand(n, generator=generator) for n in lengths]
@@ -135,10 +140,9 @@ def test_reweight_advantages_matches_weights_over_the_whole_batch_and_ignores_pa
     is_padding = [False, False, False, True]
     cfg = ToRConfig(other_weight=0.1)
 
-    new_adv, weights, metrics = reweight_advantages(advantages, mask, entropy, sensitivity, is_padding, cfg)
+    weights, metrics = batch_token_weights(mask, entropy, sensitivity, is_padding, cfg)
 
     real = [0, 1, 2]
-    width = max(lengths)
 
     def pad(rows_):
         return torch.nn.utils.rnn.pad_sequence(rows_, batch_first=True)
@@ -149,11 +153,49 @@ def test_reweight_advantages_matches_weights_over_the_whole_batch_and_ignores_pa
     )  # fmt: skip
     for k, i in enumerate(real):
         torch.testing.assert_close(weights[i], expected[k, : lengths[i]])
-        torch.testing.assert_close(new_adv[i], advantages[i] * expected[k, : lengths[i]])
-    assert torch.all(weights[3] == 0) and torch.all(new_adv[3] == 0)
+    assert [len(w) for w in weights] == lengths
+    assert torch.all(weights[3] == 0)
     assert torch.all(weights[2][4:] == 0)
     assert metrics == pytest.approx(expected_metrics)
-    assert width == 6
+
+
+def test_unweighted_advantage_metrics_are_verls_statistics_before_the_weights():
+    """The same numbers as veRL's critic/advantages/* (compute_data_metrics) on the unweighted batch."""
+    from verl import DataProto
+    from verl.trainer.ppo.metric_utils import compute_data_metrics
+
+    advantages = [torch.tensor([0.5, 0.5, 0.5]), torch.tensor([-1.2, -1.2]), torch.tensor([2.0, 2.0, 9.0])]
+    mask = [torch.tensor([1, 1, 0]), torch.tensor([1, 1]), torch.tensor([1, 1, 1])]
+    is_padding = [False, False, True]  # the padding row's 9.0 must not count
+    metrics = unweighted_advantage_metrics(advantages, mask, is_padding)
+
+    def pad(rows_):
+        return torch.nn.utils.rnn.pad_sequence(rows_, batch_first=True)
+
+    real = slice(0, 2)
+    batch = DataProto.from_dict(
+        {
+            "advantages": pad(advantages[real]),
+            "returns": pad(advantages[real]),
+            "response_mask": pad(mask[real]),
+            "token_level_scores": pad(advantages[real]),
+            "token_level_rewards": pad(advantages[real]),
+            "prompts": torch.ones(2, 4, dtype=torch.long),
+            "responses": torch.ones(2, 3, dtype=torch.long),
+            "attention_mask": torch.cat([torch.ones(2, 4, dtype=torch.long), pad(mask[real])], dim=1),
+        }
+    )
+    verl = compute_data_metrics(batch, use_critic=False)
+    for name in ("mean", "max", "min"):
+        assert metrics[f"advantages_unweighted/{name}"] == pytest.approx(verl[f"critic/advantages/{name}"])
+    assert metrics["advantages_unweighted/mean"] == pytest.approx((0.5 + 0.5 - 1.2 - 1.2) / 4)
+
+
+def test_images_inside_responses_are_found():
+    image_pad, video_pad = 7, 8
+    responses = [torch.tensor([1, 2, 3]), torch.tensor([4, image_pad, image_pad, 5]), torch.tensor([video_pad])]
+    assert vision_placeholders_in_responses(responses, [image_pad, video_pad]) == [1, 2]
+    assert vision_placeholders_in_responses(responses, []) == []
 
 
 def test_visual_sensitivity_is_absolute_difference_and_zero_without_image():

@@ -12,6 +12,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
+from verl_tor.policy_loss import loss_mode, weight_target
 from verl_tor.token_weights import ToRConfig
 
 TARGET_MODULE = "verl.utils.config"
@@ -34,6 +35,13 @@ def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
         raise ValueError(f"tor.enable must be true or false, got {enable!r}")
     tor = ToRConfig.from_mapping(section, ignore=("enable",))
     if enable:
+        weight_target(loss_mode(config))
+        if config.algorithm.get("use_kl_in_reward", False):
+            raise ValueError(
+                "algorithm.use_kl_in_reward=true puts the KL penalty inside the advantage, where ToR's token weights "
+                "would weight (or zero) it, while the method leaves KL unweighted: set algorithm.use_kl_in_reward=false "
+                "and use the KL loss (actor_rollout_ref.actor.use_kl_loss=true), as the paper's GRPO arms do"
+            )
         rollout_correction = config.algorithm.get("rollout_correction", None)
         if rollout_correction is not None and rollout_correction.get("bypass_mode", False):
             raise ValueError(

@@ -7,9 +7,10 @@ Per step, on top of veRL's pipeline (balance → old log-probs → ref → advan
 2. right after it, the image-removed pass: the rollout (old) policy scores each image sample's response with
    the image deleted from its prompt (``counterfactual``), through the actor worker group at the rollout
    temperature; the visual sensitivity |Δ log π| is stored in TransferQueue;
-3. after veRL's advantages: token weights over the whole rollout batch (``token_weights``) multiply the
-   per-token advantages, which for weights ≥ 0 is exactly the weighted clipped surrogate of Eq. 9 (also under
-   DAPO's dual clip); KL and entropy terms are untouched.
+3. after veRL's advantages: token weights over the whole rollout batch (``token_weights``) multiply each token's
+   policy-loss term (Eq. 9): through its advantage, which for weights ≥ 0 is exactly the weighted clipped surrogate
+   (also under DAPO's dual clip), or, for loss modes not homogeneous in the advantage, through veRL's per-token
+   loss multiplier ``rollout_is_weights`` (``policy_loss``); KL and entropy terms are untouched.
 
 The step logic is in plain functions below, tested directly; the class only moves data through TransferQueue.
 """
@@ -27,16 +28,20 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils import tensordict_utils as tu
 from verl.utils.debug import marked_timer
+from verl.workers.rollout.utils import get_vision_placeholder_token_ids
 from verl.workers.utils.padding import response_from_nested
 
 from verl_tor.config_checks import TRAINER_MODE, read_tor_section
 from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.policy_loss import WeightTarget, loss_mode, weight_target
 from verl_tor.token_weights import ToRConfig, tor_token_weights
 
 # TransferQueue fields this trainer adds to each sample (response-aligned), besides the engine's TRUNCATED_ENTROPY.
 VISUAL_SENSITIVITY = "tor_visual_sensitivity"
 TOKEN_WEIGHTS = "tor_weights"
+# veRL's per-token policy-loss multiplier (its rollout-correction weights), read by every policy loss.
+ROLLOUT_IS_WEIGHTS = "rollout_is_weights"
 
 
 def visual_sensitivity(
@@ -78,32 +83,80 @@ def padded(rows: list[torch.Tensor], width: int, dtype=torch.float32) -> torch.T
     return out
 
 
-def reweight_advantages(
-    advantages: list[torch.Tensor],
+def batch_token_weights(
     response_mask: list[torch.Tensor],
     entropy: list[torch.Tensor],
     sensitivity: list[torch.Tensor],
     is_padding: list[bool],
     cfg: ToRConfig,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, float]]:
-    """Multiply each token's advantage by its ToR weight (Eq. 9), selecting over the whole rollout batch.
+) -> tuple[list[torch.Tensor], dict[str, float]]:
+    """ToR's weight of every response token (Eq. 9), selecting over the whole rollout batch.
 
     Padding rows that veRL adds for data-parallel balance take no part in the selection and get weight 0.
 
     Args:
-        advantages, response_mask, entropy, sensitivity: per-sample ``[R_i]`` tensors.
+        response_mask, entropy, sensitivity: per-sample ``[R_i]`` tensors.
         is_padding: per-sample flag from veRL's batch tags.
 
     Returns:
-        ``(advantages, weights, metrics)``: per-sample reweighted advantages and weights, metrics without prefix.
+        ``(weights, metrics)``: per-sample ``[R_i]`` float32 weights, metrics without prefix.
     """
-    width = max((len(a) for a in advantages), default=0)
+    width = max((len(m) for m in response_mask), default=0)
     mask = padded(response_mask, width, torch.bool)
     mask[torch.tensor(is_padding, dtype=torch.bool)] = False
     weights, metrics = tor_token_weights(padded(entropy, width), padded(sensitivity, width), mask, cfg)
-    row_weights = [weights[i, : len(adv)] for i, adv in enumerate(advantages)]
-    new_advantages = [adv * w.to(adv.dtype) for adv, w in zip(advantages, row_weights, strict=True)]
-    return new_advantages, row_weights, metrics
+    return [weights[i, : len(m)] for i, m in enumerate(response_mask)], metrics
+
+
+def apply_token_weights(
+    target: WeightTarget,
+    weights: list[torch.Tensor],
+    advantages: list[torch.Tensor],
+    verl_loss_multipliers: list[torch.Tensor] | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """The TransferQueue fields that carry ToR's weights into the policy loss (``verl_tor.policy_loss``).
+
+    Args:
+        target: "advantages" multiplies each token's advantage by its weight; "loss" writes veRL's per-token loss
+            multiplier ``rollout_is_weights`` (times veRL's own rollout-correction weights when it has them).
+        weights, advantages, verl_loss_multipliers: per-sample ``[R_i]`` tensors.
+
+    Returns:
+        field name → per-sample ``[R_i]`` tensors to store.
+    """
+    if target == "advantages":
+        return {"advantages": [adv * w.to(adv.dtype) for adv, w in zip(advantages, weights, strict=True)]}
+    if verl_loss_multipliers is None:
+        return {ROLLOUT_IS_WEIGHTS: [w.clone() for w in weights]}
+    return {ROLLOUT_IS_WEIGHTS: [m * w.to(m.dtype) for m, w in zip(verl_loss_multipliers, weights, strict=True)]}
+
+
+def unweighted_advantage_metrics(
+    advantages: list[torch.Tensor], response_mask: list[torch.Tensor], is_padding: list[bool]
+) -> dict[str, float]:
+    """Mean, max and min of the advantages before ToR's weights, over the valid tokens of the real samples: veRL's
+    ``critic/advantages/*`` computed the same way, so that a ToR run can be compared with its baseline."""
+    rows = [(adv, mask.bool()) for adv, mask, pad in zip(advantages, response_mask, is_padding, strict=True) if not pad]
+    valid = torch.cat([adv[mask].float() for adv, mask in rows]) if rows else torch.zeros(0)
+    if valid.numel() == 0:
+        return {f"advantages_unweighted/{name}": float("nan") for name in ("mean", "max", "min")}
+    return {
+        "advantages_unweighted/mean": valid.mean().item(),
+        "advantages_unweighted/max": valid.max().item(),
+        "advantages_unweighted/min": valid.min().item(),
+    }
+
+
+def vision_placeholders_in_responses(responses: list[torch.Tensor], placeholder_ids: list[int]) -> list[int]:
+    """Indices of the samples whose response holds an image or video placeholder token (e.g. ``<|image_pad|>``).
+
+    Such tokens come from a tool observation that returned an image inside the response (multi-turn agent loops);
+    the image-removed pass deletes vision blocks from the prompt only and has no pixels for them.
+    """
+    if not placeholder_ids:
+        return []
+    ids = torch.tensor(placeholder_ids)
+    return [i for i, response in enumerate(responses) if torch.isin(response, ids).any()]
 
 
 @register_trainer(TRAINER_MODE)
@@ -113,6 +166,7 @@ class ToRTrainer(PPOTrainerSync):
     def __init__(self, config: DictConfig):
         # Validate before veRL builds anything: a bad `tor.*` value must not cost a model load.
         self.tor_enabled, self.tor = read_tor_section(config)
+        self.tor_weight_target = weight_target(loss_mode(config)) if self.tor_enabled else None
         super().__init__(config)
 
     # veRL's base trainer assigns `trainer_mode` from the config (here "tor_sync") and then branches on
@@ -138,6 +192,7 @@ class ToRTrainer(PPOTrainerSync):
                 f"{self.config.actor_rollout_ref.model.path} has no vision_start_token_id / vision_end_token_id"
             )
         self.vision_start_id, self.vision_end_id = int(start), int(end)
+        self.vision_placeholder_ids = get_vision_placeholder_token_ids(self.processor)
         # veRL's agent loop stores (4, L) position ids (text row + 3 M-RoPE rows) for processors with a rope index.
         self.position_rows = 4 if hasattr(self.processor, "get_rope_index") else None
 
@@ -172,6 +227,15 @@ class ToRTrainer(PPOTrainerSync):
         response_mask, old_log_probs = as_list(data["response_mask"]), as_list(data["old_log_probs"])
 
         real = [i for i, pad in enumerate(is_padding) if not pad]
+        with_images = vision_placeholders_in_responses([responses[i] for i in real], self.vision_placeholder_ids)
+        if with_images:
+            raise RuntimeError(
+                f"{len(with_images)} of {len(real)} responses of this step hold image or video tokens (a tool "
+                "observation that returned an image inside the response). ToR's image-removed pass deletes images "
+                "from the prompt only and has no pixels for those, so their visual sensitivity would be measured "
+                "against a corrupted input. Run such agent loops without ToR's perception score "
+                "(tor.perception_weight equal to tor.other_weight skips the pass) or with tools that return text."
+            )
         removed, rows = image_removed_batch(
             [prompts[i] for i in real],
             [responses[i] for i in real],
@@ -222,25 +286,32 @@ class ToRTrainer(PPOTrainerSync):
         fields = ["advantages", "response_mask", entropy_field]
         if self.perception_changes_weights:
             fields.append(VISUAL_SENSITIVITY)
+        # veRL's rollout correction (decoupled mode) may have written its own per-token loss multiplier.
+        verl_loss_multiplier = self.tor_weight_target == "loss" and ROLLOUT_IS_WEIGHTS in stored_fields(batch)
+        if verl_loss_multiplier:
+            fields.append(ROLLOUT_IS_WEIGHTS)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-        advantages = as_list(data["advantages"])
+        advantages, response_mask = as_list(data["advantages"]), as_list(data["response_mask"])
         if self.perception_changes_weights:
             sensitivity = as_list(data[VISUAL_SENSITIVITY])
         else:
             sensitivity = [torch.zeros_like(adv, dtype=torch.float32) for adv in advantages]
-        advantages, weights, tor_metrics = reweight_advantages(
-            advantages,
-            as_list(data["response_mask"]),
-            as_list(data[entropy_field]),
-            sensitivity,
-            [tag.get("is_padding", False) for tag in batch.tags],
-            self.tor,
+        is_padding = [tag.get("is_padding", False) for tag in batch.tags]
+        weights, tor_metrics = batch_token_weights(
+            response_mask, as_list(data[entropy_field]), sensitivity, is_padding, self.tor
         )
+        tor_metrics.update(unweighted_advantage_metrics(advantages, response_mask, is_padding))
         metrics.update({f"tor/{name}": value for name, value in tor_metrics.items()})
+        verl_multipliers = as_list(data[ROLLOUT_IS_WEIGHTS]) if verl_loss_multiplier else None
+        weighted = apply_token_weights(self.tor_weight_target, weights, advantages, verl_multipliers)
+        fields = {name: nested_rows(rows) for name, rows in weighted.items()}
+        fields[TOKEN_WEIGHTS] = nested_rows(weights)
         return tq.kv_batch_put(
-            keys=batch.keys,
-            partition_id=batch.partition_id,
-            fields=TensorDict(
-                {"advantages": nested_rows(advantages), TOKEN_WEIGHTS: nested_rows(weights)}, batch_size=len(batch)
-            ),
+            keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
         )
+
+
+def stored_fields(batch: KVBatchMeta) -> set[str]:
+    """The fields TransferQueue holds for the samples of ``batch``."""
+    meta = tq.get_client().kv_retrieve_meta(keys=batch.keys, partition_id=batch.partition_id, create=False)
+    return set(meta.field_names)
