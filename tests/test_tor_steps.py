@@ -14,8 +14,8 @@ from verl_tor.token_weights import ToRConfig, tor_token_weights
 from verl_tor.trainer import (
     batch_token_weights,
     pad_rows_to_multiple,
+    require_no_images_in_responses,
     unweighted_advantage_metrics,
-    vision_placeholders_in_responses,
     visual_sensitivity,
 )
 
@@ -191,11 +191,14 @@ def test_unweighted_advantage_metrics_are_verls_statistics_before_the_weights():
     assert metrics["advantages_unweighted/mean"] == pytest.approx((0.5 + 0.5 - 1.2 - 1.2) / 4)
 
 
-def test_images_inside_responses_are_found():
+def test_images_inside_responses_stop_the_image_removed_pass():
     image_pad, video_pad = 7, 8
-    responses = [torch.tensor([1, 2, 3]), torch.tensor([4, image_pad, image_pad, 5]), torch.tensor([video_pad])]
-    assert vision_placeholders_in_responses(responses, [image_pad, video_pad]) == [1, 2]
-    assert vision_placeholders_in_responses(responses, []) == []
+    text_only = [torch.tensor([1, 2, 3]), torch.tensor([4, 5])]
+    require_no_images_in_responses(text_only, [image_pad, video_pad])
+    with_tool_images = [*text_only, torch.tensor([4, image_pad, image_pad, 5]), torch.tensor([video_pad])]
+    with pytest.raises(RuntimeError, match="2 of 4 responses of this step hold image or video tokens"):
+        require_no_images_in_responses(with_tool_images, [image_pad, video_pad])
+    require_no_images_in_responses(with_tool_images, [])  # a text-only model has no placeholders
 
 
 def test_visual_sensitivity_is_absolute_difference_and_zero_without_image():

@@ -147,16 +147,29 @@ def unweighted_advantage_metrics(
     }
 
 
-def vision_placeholders_in_responses(responses: list[torch.Tensor], placeholder_ids: list[int]) -> list[int]:
-    """Indices of the samples whose response holds an image or video placeholder token (e.g. ``<|image_pad|>``).
+def require_no_images_in_responses(responses: list[torch.Tensor], placeholder_ids: list[int]) -> None:
+    """Stop when a response holds an image or video placeholder token (e.g. ``<|image_pad|>``).
 
     Such tokens come from a tool observation that returned an image inside the response (multi-turn agent loops);
-    the image-removed pass deletes vision blocks from the prompt only and has no pixels for them.
+    the image-removed pass deletes vision blocks from the prompt only and has no pixels for them, so their visual
+    sensitivity would be measured against a corrupted input.
+
+    Args:
+        responses: per-sample ``[R_i]`` response ids of the real (non-padding) samples.
+        placeholder_ids: the processor's image/video placeholder ids (veRL's ``get_vision_placeholder_token_ids``).
     """
     if not placeholder_ids:
-        return []
+        return
     ids = torch.tensor(placeholder_ids)
-    return [i for i, response in enumerate(responses) if torch.isin(response, ids).any()]
+    with_images = sum(bool(torch.isin(response, ids).any()) for response in responses)
+    if with_images:
+        raise RuntimeError(
+            f"{with_images} of {len(responses)} responses of this step hold image or video tokens (a tool observation "
+            "that returned an image inside the response). ToR's image-removed pass deletes images from the prompt "
+            "only and has no pixels for those, so their visual sensitivity would be measured against a corrupted "
+            "input. Run such agent loops without ToR's perception score (tor.perception_weight equal to "
+            "tor.other_weight skips the pass) or with tools that return text."
+        )
 
 
 @register_trainer(TRAINER_MODE)
@@ -227,15 +240,7 @@ class ToRTrainer(PPOTrainerSync):
         response_mask, old_log_probs = as_list(data["response_mask"]), as_list(data["old_log_probs"])
 
         real = [i for i, pad in enumerate(is_padding) if not pad]
-        with_images = vision_placeholders_in_responses([responses[i] for i in real], self.vision_placeholder_ids)
-        if with_images:
-            raise RuntimeError(
-                f"{len(with_images)} of {len(real)} responses of this step hold image or video tokens (a tool "
-                "observation that returned an image inside the response). ToR's image-removed pass deletes images "
-                "from the prompt only and has no pixels for those, so their visual sensitivity would be measured "
-                "against a corrupted input. Run such agent loops without ToR's perception score "
-                "(tor.perception_weight equal to tor.other_weight skips the pass) or with tools that return text."
-            )
+        require_no_images_in_responses([responses[i] for i in real], self.vision_placeholder_ids)
         removed, rows = image_removed_batch(
             [prompts[i] for i in real],
             [responses[i] for i in real],
