@@ -12,6 +12,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
+from verl_tor.inspect.record import InspectConfig
 from verl_tor.policy_loss import loss_mode, weight_target
 from verl_tor.token_weights import ToRConfig
 
@@ -33,7 +34,8 @@ def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
     enable = section.get("enable", True)
     if not isinstance(enable, bool):
         raise ValueError(f"tor.enable must be true or false, got {enable!r}")
-    tor = ToRConfig.from_mapping(section, ignore=("enable",))
+    tor = ToRConfig.from_mapping(section, ignore=("enable", "inspect"))
+    InspectConfig.from_mapping(section.get("inspect"))
     if enable:
         weight_target(loss_mode(config))
         if config.algorithm.get("use_kl_in_reward", False):
@@ -82,3 +84,8 @@ def install(verl_config: ModuleType) -> None:
     validate_config._verl_tor_patched = True
     validate_config.__wrapped__ = original
     verl_config.validate_config = validate_config
+
+
+def read_inspect_section(config: DictConfig) -> InspectConfig:
+    """The token inspector's ``tor.inspect`` section (off when absent)."""
+    return InspectConfig.from_mapping(config.get("tor", {}).get("inspect"))

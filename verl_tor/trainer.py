@@ -17,12 +17,13 @@ The step logic is in plain functions below, tested directly; the class only move
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
 import transfer_queue as tq
 from omegaconf import DictConfig
-from tensordict import TensorDict
+from tensordict import NonTensorData, TensorDict
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
@@ -31,11 +32,12 @@ from verl.utils.debug import marked_timer
 from verl.workers.rollout.utils import get_vision_placeholder_token_ids
 from verl.workers.utils.padding import response_from_nested
 
-from verl_tor.config_checks import TRAINER_MODE, read_tor_section
+from verl_tor.config_checks import TRAINER_MODE, read_inspect_section, read_tor_section
 from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.inspect.record import InspectRecorder, StepBatch
 from verl_tor.policy_loss import WeightTarget, loss_mode, weight_target
-from verl_tor.token_weights import ToRConfig, tor_token_weights
+from verl_tor.token_weights import ToRConfig, select_top_fraction, tor_token_weights
 
 # TransferQueue fields this trainer adds to each sample (response-aligned), besides the engine's TRUNCATED_ENTROPY.
 VISUAL_SENSITIVITY = "tor_visual_sensitivity"
@@ -83,6 +85,16 @@ def padded(rows: list[torch.Tensor], width: int, dtype=torch.float32) -> torch.T
     return out
 
 
+def padded_batch(
+    response_mask: list[torch.Tensor], scores: list[list[torch.Tensor]], is_padding: list[bool]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The rollout batch as ``[B, T]`` tensors: the valid-token mask (padding rows all false) and each score."""
+    width = max((len(m) for m in response_mask), default=0)
+    mask = padded(response_mask, width, torch.bool)
+    mask[torch.tensor(is_padding, dtype=torch.bool)] = False
+    return mask, [padded(rows, width) for rows in scores]
+
+
 def batch_token_weights(
     response_mask: list[torch.Tensor],
     entropy: list[torch.Tensor],
@@ -101,11 +113,26 @@ def batch_token_weights(
     Returns:
         ``(weights, metrics)``: per-sample ``[R_i]`` float32 weights, metrics without prefix.
     """
-    width = max((len(m) for m in response_mask), default=0)
-    mask = padded(response_mask, width, torch.bool)
-    mask[torch.tensor(is_padding, dtype=torch.bool)] = False
-    weights, metrics = tor_token_weights(padded(entropy, width), padded(sensitivity, width), mask, cfg)
+    mask, (entropy_b, sensitivity_b) = padded_batch(response_mask, [entropy, sensitivity], is_padding)
+    weights, metrics = tor_token_weights(entropy_b, sensitivity_b, mask, cfg)
     return [weights[i, : len(m)] for i, m in enumerate(response_mask)], metrics
+
+
+def batch_token_sets(
+    response_mask: list[torch.Tensor],
+    entropy: list[torch.Tensor],
+    sensitivity: list[torch.Tensor],
+    is_padding: list[bool],
+    cfg: ToRConfig,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per sample, the ``[R_i]`` masks of its tokens in T_r and in T_p (the selection of ``batch_token_weights``)."""
+    mask, (entropy_b, sensitivity_b) = padded_batch(response_mask, [entropy, sensitivity], is_padding)
+    reasoning = select_top_fraction(entropy_b, mask, cfg.reasoning_quantile)
+    perception = select_top_fraction(sensitivity_b, mask, cfg.perception_quantile)
+    return (
+        [reasoning[i, : len(m)] for i, m in enumerate(response_mask)],
+        [perception[i, : len(m)] for i, m in enumerate(response_mask)],
+    )
 
 
 def apply_token_weights(
@@ -179,6 +206,7 @@ class ToRTrainer(PPOTrainerSync):
     def __init__(self, config: DictConfig):
         # Validate before veRL builds anything: a bad `tor.*` value must not cost a model load.
         self.tor_enabled, self.tor = read_tor_section(config)
+        self.inspect = read_inspect_section(config)
         self.tor_weight_target = weight_target(loss_mode(config)) if self.tor_enabled else None
         super().__init__(config)
 
@@ -208,6 +236,16 @@ class ToRTrainer(PPOTrainerSync):
         self.vision_placeholder_ids = get_vision_placeholder_token_ids(self.processor)
         # veRL's agent loop stores (4, L) position ids (text row + 3 M-RoPE rows) for processors with a rope index.
         self.position_rows = 4 if hasattr(self.processor, "get_rope_index") else None
+        self.inspect_recorder = None
+        if self.inspect.enabled:
+            self.inspect_recorder = InspectRecorder(
+                self.inspect,
+                self.inspect.dir or self.config.trainer.default_local_dir,
+                self.tokenizer,
+                self.processor,
+                seed=int(self.config.data.get("seed", None) or 0),
+            )
+            self.inspect_recorder.write_run_header(self.config.trainer.experiment_name, dataclasses.asdict(self.tor))
 
     def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         if not self.tor_enabled:
@@ -306,6 +344,26 @@ class ToRTrainer(PPOTrainerSync):
             response_mask, as_list(data[entropy_field]), sensitivity, is_padding, self.tor
         )
         tor_metrics.update(unweighted_advantage_metrics(advantages, response_mask, is_padding))
+        if self.inspect.records(self.global_steps):
+            start = time.perf_counter()
+            step_batch = StepBatch(
+                rows=[i for i, pad in enumerate(is_padding) if not pad],
+                prompts=[],
+                responses=[],
+                response_mask=response_mask,
+                entropy=as_list(data[entropy_field]),
+                sensitivity=sensitivity,
+                reasoning=[],
+                perception=[],
+                weights=weights,
+                advantages=advantages,
+                metrics=tor_metrics,
+            )
+            step_batch.reasoning, step_batch.perception = batch_token_sets(
+                response_mask, step_batch.entropy, sensitivity, is_padding, self.tor
+            )
+            self._record_inspection(batch, step_batch)
+            tor_metrics["inspect_time_s"] = time.perf_counter() - start
         metrics.update({f"tor/{name}": value for name, value in tor_metrics.items()})
         verl_multipliers = as_list(data[ROLLOUT_IS_WEIGHTS]) if verl_loss_multiplier else None
         weighted = apply_token_weights(self.tor_weight_target, weights, advantages, verl_multipliers)
@@ -314,6 +372,46 @@ class ToRTrainer(PPOTrainerSync):
         return tq.kv_batch_put(
             keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
         )
+
+    def _record_inspection(self, batch: KVBatchMeta, step_batch: StepBatch) -> None:
+        """Record this step for the token inspector (``tor.inspect``) from what the batch already holds."""
+        fields = ["prompts", "responses", "rm_scores", "extra_fields", "extra_info", "data_source", "uid"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        step_batch.prompts, step_batch.responses = as_list(data["prompts"]), as_list(data["responses"])
+        extra = non_tensor_list(data["extra_fields"])
+        acc = [(info or {}).get("reward_extra_info", {}).get("acc") for info in extra]
+        rewards = [float(scores.sum()) for scores in as_list(data["rm_scores"])]
+        correct = [a >= 0.5 if a is not None else r > 0 for a, r in zip(acc, rewards, strict=True)]
+        has_image = [bool((prompt == self.vision_start_id).any()) for prompt in step_batch.prompts]
+        chosen = self.inspect_recorder.choose(step_batch, correct, has_image, self.global_steps)
+        images = tq.kv_batch_get(
+            keys=[batch.keys[row] for row in chosen],
+            partition_id=batch.partition_id,
+            select_fields="multi_modal_inputs",
+        )["multi_modal_inputs"]
+        images = non_tensor_list(images)
+        uids, sources = non_tensor_list(data["uid"]), non_tensor_list(data["data_source"])
+        infos = non_tensor_list(data["extra_info"])
+        samples = [
+            self.inspect_recorder.sample_record(
+                step_batch,
+                row,
+                uid=str(uids[row]),
+                data_source=str(sources[row]),
+                extra_info=infos[row],
+                reward=rewards[row],
+                acc=None if acc[row] is None else float(acc[row]),
+                multi_modal_inputs=inputs,
+            )
+            for row, inputs in zip(chosen, images, strict=True)
+        ]
+        self.inspect_recorder.record_step(self.global_steps, step_batch, samples)
+
+
+def non_tensor_list(value) -> list:
+    """Per-sample python objects of a TransferQueue non-tensor field (a ``NonTensorStack`` or its list view)."""
+    items = value.tolist() if hasattr(value, "tolist") else list(value)
+    return [item.data if isinstance(item, NonTensorData) else item for item in items]
 
 
 def stored_fields(batch: KVBatchMeta) -> set[str]:

@@ -19,8 +19,8 @@ File format (JSON lines, append-only; a reader must accept a truncated last line
 "samples": [sample, ...]}``
 
 where each ``sample`` is
-``{"index": int (row in the step's batch), "uid": str, "data_source": str, "prompt": str (decoded, vision pads
-collapsed), "reward": float, "acc": float | null, "has_image": bool, "images": ["data:image/png;base64,..."],
+``{"index": int (row in the step's batch), "uid": str, "data_source": str, "extra_info": dict (the dataset row's,
+e.g. its index), "prompt": str (decoded, each vision-pad run shown once as ``<|image_pad|>×N``), "reward": float, "acc": float | null, "has_image": bool, "images": ["data:image/png;base64,..."],
 "tokens": {"id": [int], "text": [str], "H": [float], "S": [float], "set": [str], "w": [float],
 "adv": [float], "adv_w": [float], "valid": [bool]}}``
 
