@@ -2,14 +2,17 @@
 
 S_t = | log π(o_t | I, q, o_<t) − log π(o_t | ∅, q, o_<t) |, where ∅ means the image is removed from the prompt:
 every ``<|vision_start|> … <|vision_end|>`` block is deleted from the prompt ids (all images of a sample), the
-position ids become those of text-only input (every row ``arange(L)``, which is what Qwen-VL's rope index gives
-without images), and no ``multi_modal_inputs`` are passed. Responses are kept token for token, so veRL's
+position ids become those of text-only input (every row ``arange(L)``, which is what the Qwen-VL families' rope
+index gives without images), and no ``multi_modal_inputs`` are passed. Responses are kept token for token, so veRL's
 ``response_from_nested`` (which aligns responses from the end of each sequence) gives log-probs aligned with the
 old log-probs of the full prompt. Samples without an image are left out of the pass; their sensitivity is 0.
 
-Deleting tokens equals re-rendering the chat without the image whenever the tokenizer does not merge text
-across the deleted block (true for Qwen's tokenizer: special tokens and the newline before them split words);
-``tests/test_counterfactual.py`` checks this against the processor and chat template.
+Deleting tokens equals re-rendering the chat without the image unless the text on the two sides of a deleted
+block would merge into one token (or the chat template trims the text next to it, as Qwen3.5's does); an image
+that starts its turn, followed by text that does not start with whitespace, is always exact. Which blocks to
+delete and how many position rows to build is read per model family from :mod:`verl_tor.model_families`;
+``tests/test_model_families.py`` and ``tests/test_counterfactual.py`` check it against each family's processor,
+chat template and model.
 """
 
 from __future__ import annotations

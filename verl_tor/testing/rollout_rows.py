@@ -1,6 +1,6 @@
 """Samples laid out exactly as veRL's agent loop stores them in TransferQueue, for tests and benchmarks.
 
-The multimodal inputs and the (4, L) Qwen-VL position ids come from veRL's own ``AgentLoopWorker`` helpers
+The multimodal inputs and the (4, L) M-RoPE position ids come from veRL's own ``AgentLoopWorker`` helpers
 (``_compute_multi_modal_inputs``, ``_compute_position_ids``), so what the engine sees here is what it sees in a
 real rollout batch.
 """
@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import torch
 from tensordict import NonTensorStack, TensorDict
 
-from verl_tor.counterfactual import image_removed_batch, nested_rows
+from verl_tor.counterfactual import nested_rows
+from verl_tor.model_families import vision_block_spec
 
 
 def agent_loop_row(processor, messages: list[dict], images: list | None, response_ids: list[int]) -> dict:
@@ -54,12 +55,10 @@ def rows_to_batch(rows: list[dict]) -> TensorDict:
 
 
 def image_removed_rows(processor, rows: list[dict]) -> tuple[TensorDict | None, list[int]]:
-    """:func:`verl_tor.counterfactual.image_removed_batch` of ``agent_loop_row`` samples (Qwen-VL, (4, L) positions)."""
-    return image_removed_batch(
-        [row["prompts"] for row in rows],
-        [row["responses"] for row in rows],
-        [row["response_mask"] for row in rows],
-        4,
-        processor.config.vision_start_token_id,
-        processor.config.vision_end_token_id,
+    """The image-removed batch of ``agent_loop_row`` samples, as the trainer builds it for this model
+    (:meth:`verl_tor.model_families.VisionBlockSpec.image_removed_batch`; ``processor`` from veRL's ``hf_processor``).
+    """
+    spec = vision_block_spec(processor, processor.config)
+    return spec.image_removed_batch(
+        [row["prompts"] for row in rows], [row["responses"] for row in rows], [row["response_mask"] for row in rows]
     )
