@@ -18,6 +18,9 @@ import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
+# transformers model packages whose classes veRL's ``apply_monkey_patch`` changes for the families ToR supports.
+PATCHED_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe")
+
 
 def compose_ppo_config(overrides: list[str]) -> DictConfig:
     """veRL's ``ppo_trainer`` config from the installed wheel with Hydra ``overrides`` applied."""
@@ -55,20 +58,26 @@ def init_single_process_group() -> None:
 def actor_worker(overrides: list[str]) -> Iterator:
     """``build_actor_worker`` whose changes to transformers' model classes are undone on exit.
 
-    veRL's engine monkey-patches the ``forward`` of transformers' Qwen-VL classes for the whole process (its
-    workers own their process); other code in the same process (an ``hf`` rollout server, a plain transformers
-    model in another test) must get the original classes back.
+    veRL's engine monkey-patches methods of transformers' Qwen-VL classes for the whole process (its workers own
+    their process): ``forward`` of the models, decoder layers and linear attention, the vision tower's position
+    interpolation. Other code in the same process (an ``hf`` rollout server, a plain transformers model in another
+    test) must get the original classes back.
     """
-    from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
-    from transformers.models.qwen2_vl import modeling_qwen2_vl
+    import importlib
 
-    classes = [c for m in (modeling_qwen2_5_vl, modeling_qwen2_vl) for _, c in inspect.getmembers(m, inspect.isclass)]
-    saved = {cls: cls.__dict__["forward"] for cls in classes if "forward" in cls.__dict__}
+    modules = [importlib.import_module(f"transformers.models.{name}.modeling_{name}") for name in PATCHED_FAMILIES]
+    classes = [c for m in modules for _, c in inspect.getmembers(m, inspect.isclass) if c.__module__ == m.__name__]
+    # Every function veRL may replace (forward, fast_pos_embed_interpolate, ...), as the classes define them now.
+    saved = {cls: {k: v for k, v in vars(cls).items() if inspect.isfunction(v)} for cls in classes}
     try:
         yield build_actor_worker(overrides)
     finally:
-        for cls, forward in saved.items():
-            cls.forward = forward
+        for cls, functions in saved.items():
+            for name, function in functions.items():
+                if cls.__dict__.get(name) is not function:
+                    setattr(cls, name, function)
+            for name in [k for k, v in vars(cls).items() if inspect.isfunction(v) and k not in functions]:
+                delattr(cls, name)  # added by veRL over an inherited method
 
 
 def build_actor_worker(overrides: list[str]):
