@@ -1,4 +1,8 @@
-"""The ``hf`` rollout server: registration, sampling parameters, log-probs, batching and weight updates."""
+"""The ``hf`` rollout server: registration, sampling parameters, log-probs, batching and weight updates.
+
+Generation runs for every model family of ``tiny_families.ENGINE_FAMILIES`` (images included; Qwen3.5's
+linear-attention layers with left padding); the family-independent server logic for Qwen2.5-VL only.
+"""
 
 import asyncio
 
@@ -6,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_families import ENGINE_FAMILIES
 
 SAMPLE = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": True}
 GREEDY = {**SAMPLE, "temperature": 0}
@@ -19,11 +24,14 @@ def _rollout_config(**overrides):
     return RolloutConfig(**kwargs)
 
 
-@pytest.fixture(scope="module")
-def model_config(tiny_model_dir):
+@pytest.fixture(scope="module", params=ENGINE_FAMILIES)
+def model_config(request, tiny_model_dirs):
     from verl.workers.config import HFModelConfig
 
-    return HFModelConfig(path=tiny_model_dir)
+    return HFModelConfig(path=tiny_model_dirs[request.param])
+
+
+QWEN2_5_VL_ONLY = pytest.mark.families("qwen2_5_vl")
 
 
 @pytest.fixture
@@ -107,6 +115,7 @@ def test_greedy_is_deterministic_and_matches_hf_greedy(server, image_prompt):
     assert first.stop_reason == "completed"
 
 
+@pytest.mark.families("qwen2_5_vl", "qwen3_5")  # Qwen3.5: log-probs of the cached linear-attention steps
 def test_sampling_log_probs_match_a_forward_pass(server, image_prompt):
     for temperature in (1.0, 0.7):
         (output,) = _generate(server, image_prompt, {**SAMPLE, "temperature": temperature})
@@ -114,6 +123,7 @@ def test_sampling_log_probs_match_a_forward_pass(server, image_prompt):
         torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=1e-4, rtol=1e-4)
 
 
+@QWEN2_5_VL_ONLY
 def test_n_requests_sample_independently(server, image_prompt):
     outputs = _generate(server, image_prompt, SAMPLE, n=8)
     assert len({tuple(output.token_ids) for output in outputs}) > 1
@@ -122,6 +132,7 @@ def test_n_requests_sample_independently(server, image_prompt):
     assert all(output.token_ids == greedy.token_ids for output in top_k_one)
 
 
+@QWEN2_5_VL_ONLY
 def test_response_budget_and_eos(model_config, image_prompt):
     from verl_tor.cpu.rollout_hf.server import HFRolloutServer
 
@@ -158,11 +169,12 @@ def test_batched_requests_match_one_by_one(server, image_prompt, text_prompt):
         torch.testing.assert_close(output.log_probs, expected.log_probs, atol=1e-4, rtol=1e-4)
 
 
-def test_weight_update_changes_outputs(server, image_prompt, tiny_model_dir):
+@QWEN2_5_VL_ONLY
+def test_weight_update_changes_outputs(server, image_prompt, model_config):
     from transformers import AutoModelForImageTextToText
 
     (before,) = _generate(server, image_prompt, GREEDY)
-    other = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    other = AutoModelForImageTextToText.from_pretrained(model_config.local_path)
     torch.manual_seed(1)
     with torch.no_grad():
         other.lm_head.weight.normal_()
@@ -176,6 +188,7 @@ def test_weight_update_changes_outputs(server, image_prompt, tiny_model_dir):
         asyncio.run(server.update_weights({"not.a.weight": torch.zeros(1)}))
 
 
+@QWEN2_5_VL_ONLY
 def test_adapter_forwards_weights_to_its_server(model_config, monkeypatch):
     """Worker side: every rank drains the weight generator; only the replica's first rank sends."""
     from verl_tor.cpu.rollout_hf import server as server_module
