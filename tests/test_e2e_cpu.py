@@ -14,7 +14,9 @@ On a GPU machine without vLLM, ``VERL_PLATFORM=nvidia`` runs the same scenarios 
 from __future__ import annotations
 
 import collections
+import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -24,9 +26,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from browser_dom import chromium, dump_dom, needs_chromium, shown
 
 from verl_tor.testing.cpu_overrides import cpu_env, cpu_overrides
 
@@ -253,3 +257,168 @@ def test_bad_tor_value_stops_the_run_before_any_model_is_built(run_main_ppo, tmp
     # veRL's config validation in the driver rejected it: Ray never started, no worker built a model.
     assert "ray init kwargs" not in log and "Loading weights" not in log
     assert metrics == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GRPO + ToR on two data-parallel ranks (gloo), every sample of step 1 recorded by the token inspector and checked
+# against a recomputation from scratch; the inspector page of that run in a real browser.
+# ---------------------------------------------------------------------------------------------------------------
+
+TWO_RANKS = [
+    *SPREAD_REWARD,
+    "trainer.n_gpus_per_node=2",
+    # 2 prompts x 3 responses in a fixed order: step 1 holds one text-only and one image prompt, so 3 image
+    # samples, an odd number that the image-removed request pads to a multiple of the two ranks.
+    "data.train_batch_size=2",
+    "actor_rollout_ref.rollout.n=3",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+    "data.shuffle=false",
+    "tor.inspect.samples_per_step=100",
+]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(run_main_ppo, tmp_path_factory, mixed_colour_data_dir):
+    out_dir = tmp_path_factory.mktemp("tor_two_ranks")
+    returncode, metrics, log = run_main_ppo(out_dir, TWO_RANKS, data_dir=mixed_colour_data_dir, **TOR_CONFIG)
+    return {"dir": out_dir, "returncode": returncode, "metrics": metrics, "log": log}
+
+
+def _inspect_steps(run: dict) -> list[dict]:
+    from verl_tor.inspect.reader import find_inspect_file, read_records
+
+    path = find_inspect_file(str(run["dir"]))
+    assert path is not None, "the run recorded no token inspector file"
+    return read_records(path)[1]
+
+
+@pytest.mark.e2e
+def test_two_ranks_train_with_plausible_tor_metrics(two_rank_run):
+    assert two_rank_run["returncode"] == 0, two_rank_run["log"][-5000:]
+    steps = _training_steps(two_rank_run["metrics"])
+    assert [entry["step"] for entry in steps] == [1, 2]
+    for entry in steps:
+        for name in ("reasoning_fraction", "perception_fraction", "mean_weight"):
+            assert 0 < entry[f"tor/{name}"] <= 1, (name, entry[f"tor/{name}"])
+        assert entry["tor/nonfinite_scores"] == 0
+        assert entry["tor/mean_sensitivity"] > 0
+        assert entry["actor/grad_norm"] > 0
+    assert steps[0]["tor/image_sample_fraction"] == 0.5  # 3 of 6: the padded image-removed request
+    recorded = _inspect_steps(two_rank_run)
+    assert [step["step"] for step in recorded] == [1, 2]
+    assert all(len(step["samples"]) == step["n_samples"] == 6 for step in recorded)
+
+
+class _FromScratch:
+    """A recorded sample's log-probs and scores, recomputed from its dataset row with plain transformers in float32
+    in this process: the conversation rendered by the processor's chat template, with and without its images."""
+
+    def __init__(self, model_dir: str, data_dir: str):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.rows = pd.read_parquet(os.path.join(data_dir, "train.parquet"))
+
+    @torch.no_grad()
+    def response_logits(self, index: int, response_ids: list[int], with_images: bool) -> tuple[torch.Tensor, str]:
+        """``[R, V]`` float64 logits that predict the response tokens, and the decoded prompt."""
+        from PIL import Image
+
+        row = self.rows.iloc[index]
+        *images, text = row["prompt"][0]["content"].split("<image>")  # veRL's dataset: one "<image>" per picture
+        content = [{"type": "image"}] * len(images) * with_images + [{"type": "text", "text": text}]
+        rendered = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        pictures = [Image.open(io.BytesIO(image["bytes"])).convert("RGB") for image in row["images"]]
+        inputs = self.processor(
+            text=[rendered], images=pictures if with_images and pictures else None, return_tensors="pt"
+        )
+        prompt_length = inputs["input_ids"].shape[1]
+        prompt_text = self.processor.tokenizer.decode(inputs["input_ids"][0])
+        response = torch.tensor([response_ids])
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], response], dim=1)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        if "mm_token_type_ids" in inputs:  # text tokens are type 0
+            inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(response)], dim=1)
+        return self.model(**inputs).logits[0, prompt_length - 1 : -1].double(), prompt_text
+
+
+@pytest.mark.e2e
+def test_two_rank_scores_and_weights_equal_a_recomputation_from_scratch(
+    two_rank_run, tiny_model_dir, mixed_colour_data_dir
+):
+    """Step 1 (initial weights): every token's truncated entropy and visual sensitivity as the two ranks computed
+    them (the image-removed request split over both, padded) equal a one-process float32 recomputation from the
+    dataset rows; the sets are the batch-wide top 30 % of those recomputed scores, and the weights follow the sets."""
+    import re
+
+    from reference_math import reference_truncated_entropy
+
+    assert two_rank_run["returncode"] == 0, two_rank_run["log"][-5000:]
+    step = _inspect_steps(two_rank_run)[0]
+    scratch = _FromScratch(tiny_model_dir, mixed_colour_data_dir)
+    recomputed = {"H": [], "S": [], "set": [], "valid": []}
+    for sample in step["samples"]:
+        tokens, index = sample["tokens"], sample["extra_info"]["index"]
+        logits, prompt_text = scratch.response_logits(index, tokens["id"], with_images=True)
+        # The recorded prompt is the conversation rendered here (vision pads collapsed by the recorder).
+        collapsed = re.sub(r"(?:<\|image_pad\|>)+", lambda m: f"<|image_pad|>×{m.group(0).count('<|')}", prompt_text)
+        assert sample["prompt"] == collapsed
+        positions = torch.arange(len(tokens["id"]))
+        log_probs = torch.log_softmax(logits, dim=-1)[positions, torch.tensor(tokens["id"])]
+        entropy = reference_truncated_entropy(logits, 0.95)
+        sensitivity = np.zeros(len(positions))
+        if sample["has_image"]:
+            removed, _ = scratch.response_logits(index, tokens["id"], with_images=False)
+            removed_log_probs = torch.log_softmax(removed, dim=-1)[positions, torch.tensor(tokens["id"])]
+            sensitivity = (log_probs - removed_log_probs).abs().numpy()
+        np.testing.assert_allclose(tokens["H"], entropy, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(tokens["S"], sensitivity, rtol=1e-4, atol=2e-6)
+        for name, values in (("H", entropy), ("S", sensitivity), ("set", tokens["set"]), ("valid", tokens["valid"])):
+            recomputed[name].extend(values)
+
+    valid = np.array(recomputed["valid"])
+    sets = np.array(recomputed["set"])
+    n_valid = int(valid.sum())
+    for name, score, members, threshold in (
+        ("reasoning", np.array(recomputed["H"]), ("reasoning", "both"), step["thresholds"]["reasoning"]),
+        ("perception", np.array(recomputed["S"]), ("perception", "both"), step["thresholds"]["perception"]),
+    ):
+        selected = np.isin(sets, members) & valid
+        budget = min(math.ceil(0.3 * n_valid), int(((score > 0) & valid).sum()))
+        assert selected.sum() == budget, name
+        assert step["fractions"][name] == pytest.approx(budget / n_valid)
+        # Batch-wide top scores: everything clearly above the threshold is in, everything clearly below is out
+        # (tokens within float32 rounding of it may tie, e.g. the first token of a prompt's three responses).
+        tolerance = 1e-4 * max(threshold, 1e-3)
+        assert selected[valid & (score > threshold + tolerance)].all(), name
+        assert not selected[valid & (score < threshold - tolerance)].any(), name
+    gamma = {"reasoning": 1.0, "both": 1.0, "perception": 0.5, "none": 0.0}
+    for sample in step["samples"]:
+        tokens = sample["tokens"]
+        expected = [gamma[s] if v else 0.0 for s, v in zip(tokens["set"], tokens["valid"], strict=True)]
+        assert tokens["w"] == expected
+        np.testing.assert_allclose(tokens["adv_w"], np.array(tokens["adv"]) * np.array(tokens["w"]), rtol=1e-5)
+
+
+@pytest.mark.e2e
+@needs_chromium
+def test_inspector_page_of_the_two_rank_run_shows_every_recorded_token(two_rank_run, tmp_path):
+    from verl_tor.inspect.page import write_page
+
+    assert two_rank_run["returncode"] == 0, two_rank_run["log"][-5000:]
+    page = write_page(str(two_rank_run["dir"]), out=str(tmp_path / "inspect.html"))
+    dom = dump_dom("file://" + page, tmp_path)
+    recorded = _inspect_steps(two_rank_run)
+    assert dom.sections == [str(step["step"]) for step in recorded]
+    for step in recorded:
+        for sample in step["samples"]:
+            shown_tokens = dom.samples[(str(step["step"]), str(sample["index"]))]["tokens"]
+            tokens = sample["tokens"]
+            assert [text for text, *_ in shown_tokens] == [shown(text) for text in tokens["text"]]
+            assert [token_set for _, token_set, *_ in shown_tokens] == tokens["set"]
+            assert [float(weight) for _, _, weight, _ in shown_tokens] == tokens["w"]
+    chromium("file://" + page, tmp_path, f"--screenshot={tmp_path / 'inspect.png'}", "--window-size=1400,1000")
+    assert (tmp_path / "inspect.png").stat().st_size > 10_000

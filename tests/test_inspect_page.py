@@ -12,15 +12,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import os
 import re
-import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 
 import pytest
+from browser_dom import chromium, dump_dom, needs_chromium, same_float, shown
 from PIL import Image, ImageDraw
 
 from verl_tor.inspect import INSPECT_FILE, TOKEN_SETS
@@ -162,18 +160,6 @@ def is_correct(record: dict) -> bool:
     return record["acc"] >= 0.5 if record["acc"] is not None else record["reward"] > 0
 
 
-def shown(text: str, breaks: bool = True) -> str:
-    """How the page shows a token: newline as ↵ (in a response followed by the line break), tab as ⇥, empty as ∅."""
-    return "∅" if text == "" else text.replace("\n", "↵\n" if breaks else "↵").replace("\t", "⇥")
-
-
-def same_float(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or a == b
-
-
-# ---- reader -------------------------------------------------------------------------------------------------
-
-
 def test_read_records_skips_the_line_being_written_and_keeps_the_resumed_step(run_dir):
     expected = hand_made_steps()
     runs, steps = read_records(os.path.join(run_dir, "checkpoints", INSPECT_FILE))
@@ -261,89 +247,6 @@ def test_cli_runs_as_a_module(run_dir):
 
 
 # ---- browser -------------------------------------------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium not found: install Debian's package with `apt-get install -y chromium`"
-)
-
-
-def chromium(url: str, tmp_path, *args: str) -> str:
-    """Runs headless Chromium on ``url`` with a fresh profile and no network use of its own; its stdout."""
-    profile = tmp_path / f"profile-{len(os.listdir(tmp_path))}"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-    flags += ["--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]
-    done = subprocess.run([CHROMIUM, *flags, *args, url], capture_output=True, text=True, timeout=180, check=True)
-    return done.stdout
-
-
-class DumpedDom(HTMLParser):
-    """What the tests read from the DOM Chromium dumps: containers, token spans, histograms, top tokens, panel."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.sections: list[str] = []
-        self.samples: dict[tuple[str, str], dict] = {}  # (data-step, data-sample) -> attributes and tokens
-        self.histograms: dict[str, list[dict]] = {}  # data-step -> [{"bars": n, "threshold": bool}] in order
-        self.top_tokens: dict[tuple[str, str], list[str]] = {}  # (data-step, set) -> shown texts in order
-        self.details: dict[str, str] = {}  # data-field -> text of the details panel
-        self.details_attrs: dict[str, str] = {}
-        self._step = self._sample = self._capture = None
-        self._top: list[str] | None = None
-        self._text = ""
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        attrs = dict(attrs)
-        classes = (attrs.get("class") or "").split()
-        if tag == "section" and "step" in classes:
-            self._step = attrs["data-step"]
-            self.sections.append(self._step)
-            self.histograms[self._step] = []
-        elif tag == "article" and "sample" in classes:
-            assert attrs["data-step"] == self._step, "a sample outside its step's section"
-            self._sample = {"attrs": attrs, "tokens": []}
-            self.samples[(attrs["data-step"], attrs["data-sample"])] = self._sample
-        elif tag == "span" and "tok" in classes:
-            self._capture, self._text = ("token", attrs), ""
-        elif tag == "svg" and "hist" in classes:
-            self.histograms[self._step].append({"bars": 0, "threshold": False})
-        elif tag == "rect" and "bar" in classes:
-            self.histograms[self._step][-1]["bars"] += 1
-        elif tag == "line" and "threshold" in classes:
-            self.histograms[self._step][-1]["threshold"] = True
-        elif tag == "ol" and "data-top" in attrs:
-            self._top = self.top_tokens.setdefault((self._step, attrs["data-top"]), [])
-        elif tag == "span" and "tok-text" in classes:
-            self._capture, self._text = ("top", attrs), ""
-        elif tag == "aside" and attrs.get("id") == "details":
-            self.details_attrs = attrs
-        elif tag == "dd" and "data-field" in attrs:
-            self._capture, self._text = ("detail", attrs), ""
-
-    def handle_data(self, data: str) -> None:
-        if self._capture:
-            self._text += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "article":
-            self._sample = None
-        elif tag == "section":
-            self._step = None
-        elif self._capture and tag in ("span", "dd"):
-            kind, attrs = self._capture
-            if kind == "token":
-                self._sample["tokens"].append((self._text, attrs["data-set"], attrs["data-weight"], attrs["data-i"]))
-            elif kind == "top":
-                self._top.append(self._text)
-            else:
-                self.details[attrs["data-field"]] = self._text
-            self._capture = None
-
-
-def dump_dom(url: str, tmp_path) -> DumpedDom:
-    dom = DumpedDom()
-    dom.feed(chromium(url, tmp_path, "--dump-dom"))
-    return dom
 
 
 @needs_chromium
