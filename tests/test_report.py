@@ -123,6 +123,38 @@ def test_table_4_layout_with_the_papers_numbers(runs, tmp_path):
     assert (tmp_path / "results_curves.png").stat().st_size > 10_000
 
 
+def test_rows_removed_by_the_length_filter_are_listed_per_run_and_evaluation(runs, tmp_path):
+    """What verl_tor.prompt_filter records in each launch's run.json (written here by its own function) appears in
+    a table after the accuracies."""
+    from verl_tor.prompt_filter import record_in_run_json
+
+    paper_run, other = runs
+    train = {"files": ["/d/geo3k/train.parquet"], "max_prompt_length": 2048, "rows_before": 2101, "rows_after": 2090}
+    train |= {"removed": 11, "removed_by_data_source": {"geo3k": 11}}
+    record_in_run_json(paper_run / "run.json", "train", train)
+    greedy = {"files": ["/d/mathverse/testmini.parquet"], "max_prompt_length": 8192, "rows_before": 10671}
+    greedy |= {"rows_after": 10668, "removed": 3, "removed_by_data_source": {"mathverse": 1, "mathvista": 2}}
+    record_in_run_json(paper_run / "eval" / "global_step_60_greedy" / "run.json", "validation", greedy)
+    main([str(paper_run), str(other), "--out", str(tmp_path / "results.md")])
+    report = (tmp_path / "results.md").read_text()
+    rows = table_rows(report, "## Rows removed by the prompt-length filter")[1:]  # after the header
+    assert rows == [
+        ["qwen2_5_vl_7b_geo3k_dapo_tor", "train", "2,048", "2,090 / 2,101", "11", "Geometry3K 11"],
+        [
+            "qwen2_5_vl_7b_geo3k_dapo_tor/eval/global_step_60_greedy",
+            "validation",
+            "8,192",
+            "10,668 / 10,671",
+            "3",
+            "MathVerse 1, MathVista 2",
+        ],
+    ]
+    # The run's own entries are still read (its label and paper row).
+    assert "| DAPO + ToR | paper (7B, Geometry3K, LLM judge) |" in report
+    main([str(other), "--out", str(tmp_path / "other.md")])
+    assert "prompt-length filter" not in (tmp_path / "other.md").read_text()
+
+
 def test_eval_folder_alone_and_png_option(runs, tmp_path):
     paper_run, _ = runs
     png = tmp_path / "plots" / "curves.png"

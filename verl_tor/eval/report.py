@@ -15,6 +15,10 @@ an OpenAI-compatible LLM extracts from its dumped responses (``verl_tor.eval.jud
 
 The PNG has one line per run: reward (``critic/score/mean``), validation accuracy, ToR's selected fractions
 (``tor/*``) and response length over training steps.
+
+A last table lists, per run and evaluation, the rows veRL's ``data.filter_overlong_prompts`` removed (prompts over
+``data.max_prompt_length`` tokens, image tokens included), as ``verl_tor.prompt_filter`` recorded them in each
+``run.json``: removed training rows change the steps per epoch, removed benchmark rows the accuracy's denominator.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from data_prep import BENCHMARKS, DATA_SOURCES
 from verl_tor.eval.judge import Judge, judged_accuracy
@@ -51,6 +56,8 @@ JUDGE_NOTE = (
     "Rows marked “answers extracted by …” grade, by the same rule, the final answer that LLM extracted from each "
     "response (`--judge-url`), closer to the paper's protocol."
 )
+# Key of verl_tor.prompt_filter's entry in run.json (not imported from there: that module imports veRL).
+FILTER_RECORD_KEY = "prompt_filter"
 VALIDATION_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<variable>acc|reward)/mean@(?P<n>\d+)$")
 CURVE_PANELS = (
     ("reward (critic/score/mean)", ("critic/score/mean",)),
@@ -86,7 +93,7 @@ def validation_accuracies(metrics: dict[str, float]) -> dict[int, dict[str, floa
     return found
 
 
-def read_run_info(folder: Path) -> dict[str, str]:
+def read_run_info(folder: Path) -> dict[str, Any]:
     path = folder / "run.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -111,6 +118,8 @@ class Run:
     label: str
     steps: dict[int, dict[str, float]]
     rows: list[Row] = field(default_factory=list)
+    # (launch, dataset role, record) of every launch that recorded what the overlong-prompt filter removed.
+    filtered: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 def paper_row(info: dict[str, str]) -> tuple[float, ...] | None:
@@ -143,11 +152,18 @@ def _judged_rows(folder: Path, rows: list[Row], judge: Judge | None) -> list[Row
     return [Row(row.label, row.source + note, row.n, accuracy, row.paper) for row in rows]
 
 
+def filter_records(info: dict[str, Any], launch: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(launch, role, record)`` for each dataset of one launch's ``run.json`` (``verl_tor.prompt_filter``)."""
+    records = info.get(FILTER_RECORD_KEY) or {}
+    return [(launch, role, records[role]) for role in sorted(records)]
+
+
 def load_run(folder: Path, judge: Judge | None = None) -> Run:
     """A run folder (with ``eval/*`` evaluations, else its training-time validation) or one evaluation folder."""
     info = read_run_info(folder)
     name = info.get("experiment", folder.name)
     run = Run(folder, name, info.get("label", name), read_metrics(folder))
+    run.filtered = filter_records(info, name)
     # A SMOKE run (tiny random model, synthetic data) says so in every row it gives.
     ours = "ours (SMOKE)" if info.get("smoke") == "1" else "ours"
     if info.get("kind") == "eval":
@@ -156,6 +172,7 @@ def load_run(folder: Path, judge: Judge | None = None) -> Run:
         return run
     paper = paper_row(info)
     for evaluation in sorted(path for path in (folder / "eval").glob("*") if path.is_dir()):
+        run.filtered += filter_records(read_run_info(evaluation), f"{name}/eval/{evaluation.name}")
         source = f"{ours}: {name}, {read_run_info(evaluation).get('step', evaluation.name)}"
         rows = _evaluation_rows(evaluation, run.label, paper, source)
         run.rows += rows + _judged_rows(evaluation, rows, judge)
@@ -194,6 +211,24 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def filter_table(runs: Sequence[Run]) -> str:
+    """One row per dataset a launch built: rows before and after veRL's length filter, and the removed per source."""
+    lines = [
+        "| run | dataset | max prompt tokens | rows kept / read | removed | removed by data source |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for launch, role, record in run.filtered:
+            by_source = ", ".join(
+                f"{DATA_SOURCES.get(s, s)} {n:,}" for s, n in record["removed_by_data_source"].items()
+            )
+            lines.append(
+                f"| {launch} | {role} | {record['max_prompt_length']:,} | {record['rows_after']:,} / "
+                f"{record['rows_before']:,} | {record['removed']:,} | {by_source or '–'} |"
+            )
+    return "\n".join(lines)
+
+
 def markdown_report(runs: Sequence[Run], png: str | None = None) -> str:
     """The report: one table per protocol (greedy first), each with the grading note, then the curves."""
     rows = [row for run in runs for row in run.rows]
@@ -208,6 +243,11 @@ def markdown_report(runs: Sequence[Run], png: str | None = None) -> str:
         parts += [markdown_table(table_rows), ""]
     if png:
         parts += ["## Training curves", "", f"![training curves]({png})", ""]
+    if any(run.filtered for run in runs):
+        note = (
+            "Prompts longer than the budget (image tokens included) that veRL's `data.filter_overlong_prompts` drops."
+        )
+        parts += ["## Rows removed by the prompt-length filter", "", f"> {note}", "", filter_table(runs), ""]
     return "\n".join(parts)
 
 
