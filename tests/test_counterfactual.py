@@ -16,8 +16,8 @@ from transformers import AutoModelForImageTextToText
 
 from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows, vision_block_mask
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.steps import pad_rows_to_multiple
 from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
-from verl_tor.trainer import pad_rows_to_multiple
 
 QUESTION = "What colour is the image? Answer with one word."
 MICRO_BATCH = 2

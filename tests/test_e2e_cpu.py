@@ -225,7 +225,7 @@ def test_tor_metrics_are_logged_and_plausible(tor_run):
         # At most ⌈0.3·N⌉ of N tokens per set (N ≥ 16 valid tokens here).
         assert entry["tor/reasoning_fraction"] <= 0.3 + 1 / 16
         assert entry["tor/perception_fraction"] <= 0.3 + 1 / 16
-        assert entry["tor/nonfinite_scores"] == 0
+        assert entry["tor/nonfinite_fraction"] == 0
         assert 0 < entry["tor/counterfactual_token_fraction"] < 1
         assert "timing_s/tor_counterfactual" in entry
     # Over both steps the mixed data gave image and text-only samples, and removing the image changed the
@@ -300,7 +300,7 @@ def test_two_ranks_train_with_plausible_tor_metrics(two_rank_run):
     for entry in steps:
         for name in ("reasoning_fraction", "perception_fraction", "mean_weight"):
             assert 0 < entry[f"tor/{name}"] <= 1, (name, entry[f"tor/{name}"])
-        assert entry["tor/nonfinite_scores"] == 0
+        assert entry["tor/nonfinite_fraction"] == 0
         assert entry["tor/mean_sensitivity"] > 0
         assert entry["actor/grad_norm"] > 0
     assert steps[0]["tor/image_sample_fraction"] == 0.5  # 3 of 6: the padded image-removed request

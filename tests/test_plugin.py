@@ -16,7 +16,8 @@ print(json.dumps({
     "config_checks": getattr(verl_config.validate_config, "_verl_tor_patched", False),
     "plugin_loaded": "verl_tor.plugin" in sys.modules,
     "loaded_before": loaded_before,
-    "tor_trainer": get_trainer_cls("tor_sync").__qualname__,
+    "tor_trainers": {mode: [c.__name__ for c in get_trainer_cls(f"tor_{mode}").__mro__[:2]]
+                     for mode in ("sync", "colocate_async", "separate_async")},
     "qwen2_vl_patched": getattr(qwen2_vl._get_input_embeds, "_verl_tor_patched", False),
     "engine_attached": getattr(FSDPEngineWithLMHead.prepare_model_outputs, "_verl_tor_patched", False),
 }))
@@ -34,7 +35,12 @@ def test_import_verl_registers_everything_in_a_fresh_process():
         "verl.trainer.ppo.v1": False,
         "verl.workers.engine.fsdp.transformer_impl": False,
     }
-    assert report["tor_trainer"] == "ToRTrainer"
+    # A ToR variant of each of veRL's trainer modes: ToR's steps mixed in before the mode's own class.
+    assert report["tor_trainers"] == {
+        "sync": ["ToRPPOTrainerSync", "ToRSteps"],
+        "colocate_async": ["ToRPPOTrainerColocateAsync", "ToRSteps"],
+        "separate_async": ["ToRPPOTrainerSeparateAsync", "ToRSteps"],
+    }
     assert report["qwen2_vl_patched"]
     assert report["engine_attached"]
     assert report["config_checks"]

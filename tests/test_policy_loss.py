@@ -17,8 +17,8 @@ from tensordict import TensorDict
 from verl_tor.config_checks import read_tor_section
 from verl_tor.counterfactual import nested_rows
 from verl_tor.policy_loss import UNSUPPORTED_LOSS_MODES, WEIGHT_TARGETS, weight_target
+from verl_tor.steps import apply_token_weights
 from verl_tor.testing.actor_engine import compose_ppo_config
-from verl_tor.trainer import apply_token_weights
 
 LOSS_AGG_MODES = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"]
 # Needs veRL's rollout-correction section in the actor config, and ToR refuses it at start-up anyway (see below).

@@ -206,7 +206,7 @@ def test_weights_and_metrics_match_reference(seed, shape, cfg):
     expected_mean_weight = reference_weights(entropy, sensitivity, mask, cfg)[valid].sum() / n_valid
     assert metrics["mean_weight"] == pytest.approx(expected_mean_weight)
     assert metrics["mean_sensitivity"] == pytest.approx(sensitivity.double().numpy()[valid].sum() / n_valid)
-    assert metrics["nonfinite_scores"] == 0
+    assert metrics["nonfinite_fraction"] == 0
     assert all(isinstance(value, float) for value in metrics.values())
     assert not any(key.startswith("tor/") for key in metrics)
 
@@ -246,7 +246,8 @@ def test_non_finite_scores_are_never_selected_and_are_counted():
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])  # the NaN at [1, 3] is padding: not counted
     cfg = ToRConfig(reasoning_quantile=1.0, perception_quantile=1.0)
     weights, metrics = tor_token_weights(entropy, sensitivity, mask, cfg)
-    assert metrics["nonfinite_scores"] == 3.0  # [0, 0], [0, 1] (entropy) and [0, 2] (sensitivity)
+    # [0, 0], [0, 1] (entropy) and [0, 2] (sensitivity) of the valid tokens
+    assert metrics["nonfinite_fraction"] == 3.0 / int(mask.sum())
     assert metrics["reasoning_fraction"] == pytest.approx(3 / 7)
     assert metrics["perception_fraction"] == pytest.approx(6 / 7)
     assert metrics["mean_sensitivity"] == pytest.approx(1.0)

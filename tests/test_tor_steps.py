@@ -9,15 +9,15 @@ from tensordict import TensorDict
 
 from verl_tor.config_checks import read_tor_section
 from verl_tor.counterfactual import nested_rows
-from verl_tor.testing.actor_engine import compose_ppo_config
-from verl_tor.token_weights import ToRConfig, tor_token_weights
-from verl_tor.trainer import (
+from verl_tor.steps import (
     batch_token_weights,
     pad_rows_to_multiple,
     require_no_images_in_responses,
     unweighted_advantage_metrics,
     visual_sensitivity,
 )
+from verl_tor.testing.actor_engine import compose_ppo_config
+from verl_tor.token_weights import ToRConfig, tor_token_weights
 
 # ---------------------------------------------------------------------------------------------------------------
 # Multiplying advantages by w ≥ 0 is the weighted clipped surrogate of Eq. 9, through veRL's real `ppo_loss`.

@@ -17,7 +17,8 @@ from verl_tor.policy_loss import loss_mode, weight_target
 from verl_tor.token_weights import ToRConfig
 
 TARGET_MODULE = "verl.utils.config"
-TRAINER_MODE = "tor_sync"
+TOR_MODE_PREFIX = "tor_"
+"""``trainer.v1.trainer_mode=tor_<mode>`` runs veRL's trainer mode ``<mode>`` with ToR (``verl_tor.trainer``)."""
 
 
 def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
@@ -28,8 +29,8 @@ def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
     section = config.get("tor")
     if section is None:
         raise ValueError(
-            f"trainer.v1.trainer_mode={TRAINER_MODE} needs a top-level `tor:` section: launch with "
-            "--config-name=tor_trainer (verl_tor/config/tor_trainer.yaml)"
+            f"trainer.v1.trainer_mode={trainer_mode(config)} needs a top-level `tor:` section: launch "
+            "with --config-name=tor_trainer (verl_tor/config/tor_trainer.yaml)"
         )
     enable = section.get("enable", True)
     if not isinstance(enable, bool):
@@ -64,9 +65,15 @@ def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
     return enable, tor
 
 
+def trainer_mode(config: DictConfig) -> str | None:
+    """``trainer.v1.trainer_mode`` of the run."""
+    return config.get("trainer", {}).get("v1", {}).get("trainer_mode")
+
+
 def uses_tor_trainer(config: DictConfig) -> bool:
-    """Whether the run selects the ToR trainer (``trainer.v1.trainer_mode=tor_sync``)."""
-    return config.get("trainer", {}).get("v1", {}).get("trainer_mode") == TRAINER_MODE
+    """Whether the run selects a ToR trainer (``trainer.v1.trainer_mode=tor_<mode>``)."""
+    mode = trainer_mode(config)
+    return isinstance(mode, str) and mode.startswith(TOR_MODE_PREFIX)
 
 
 def install(verl_config: ModuleType) -> None:

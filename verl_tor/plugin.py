@@ -13,7 +13,7 @@ from verl_tor.import_hooks import call_after_import
 
 
 def _register_trainer(_module) -> None:
-    import verl_tor.trainer  # noqa: F401  (registers trainer mode "tor_sync")
+    import verl_tor.trainer  # noqa: F401  (registers trainer modes tor_sync, tor_colocate_async, ...)
 
 
 def _attach_config_checks(verl_config) -> None:

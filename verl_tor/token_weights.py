@@ -181,7 +181,7 @@ def tor_token_weights(
             `reasoning_fraction` |T_r|/N, `perception_fraction` |T_p|/N, `overlap_fraction` |T_r ∩ T_p|/N;
             `reasoning_threshold` / `perception_threshold`: the smallest selected score (0 if none selected);
             `mean_weight`: mean w over valid tokens; `mean_sensitivity`: mean S over valid tokens with finite S;
-            `nonfinite_scores`: number of valid tokens whose entropy or sensitivity is not finite (never selected).
+            `nonfinite_fraction`: fraction of valid tokens whose entropy or sensitivity is not finite (never selected).
     """
     if not entropy.shape == sensitivity.shape == response_mask.shape:
         raise ValueError(
@@ -228,7 +228,7 @@ def tor_token_weights(
         "perception_threshold": perception_threshold,
         "mean_weight": total_weight * per_valid,
         "mean_sensitivity": sensitivity_sum / max(n_finite_sensitivity, 1.0),
-        "nonfinite_scores": n_nonfinite,
+        "nonfinite_fraction": n_nonfinite * per_valid,
     }
     return weights, metrics
 
