@@ -6,7 +6,7 @@
 #   python -m verl.trainer.main_ppo --config-path=… --config-name=…  BASE  RUN  PAPER  <ALGORITHM, tor.*>  "$@"
 #   BASE   GPU: model, data, reward, engine/memory, rollout (vLLM), the paper's sizes   (base_gpu)
 #          SMOKE=1: verl_tor.testing.cpu_overrides (tiny model, synthetic data, colour reward, CPU, hf, 1 step)
-#   RUN    logger, metrics file, checkpoints, validation cadence                          (run_overrides)
+#   RUN    logger, metrics file, run.json, checkpoints, validation cadence                (run_overrides)
 #   PAPER  the paper's optimisation setting shared by every arm, kept under SMOKE=1       (PAPER below)
 # So SMOKE=1 swaps only model, data, reward, device, rollout backend, sizes and step count; every algorithm and
 # ToR override of the recipe is the one the GPU run uses. See recipes/README.md for every choice and its reason.
@@ -14,11 +14,18 @@
 # Environment knobs: MODEL_PATH DATA_ROOT N_GPUS_PER_NODE NNODES LOGGER EXPERIMENT_NAME OUTPUT_DIR, and
 #   SMOKE=1    one step on the CPU with the tiny model (no GPU, no downloads)
 #   DRY_RUN=1  print the command (with its environment) instead of running it
+#   PREFLIGHT=0  skip python -m verl_tor.preflight (driver, GPUs, vLLM, flash-attn, data, disk), run first
+#   MAX_PROMPT_LENGTH  prompt budget in tokens, images included (default: the recipe's, 2048; ViRL39K 8192)
+#   FORWARD_ENV  names of variables forwarded to every Ray process (default: WANDB_API_KEY HF_TOKEN HF_HOME)
 #   PYTHON     the interpreter (default: python)
 
 PYTHON="${PYTHON:-python}"
 SMOKE="${SMOKE:-0}"
 DRY_RUN="${DRY_RUN:-0}"
+PREFLIGHT="${PREFLIGHT:-1}"
+# The TaskRunner and workers may run on other nodes, where Ray processes have the environment of that node's
+# `ray start`: these variables go to them by name (verl_tor/ray_env.py), so no value is written into command.sh.
+FORWARD_ENV="${FORWARD_ENV:-WANDB_API_KEY HF_TOKEN HF_HOME}"
 # Absolute paths: Ray actors do not necessarily share the launching shell's working directory.
 DATA_ROOT=$(realpath -m "${DATA_ROOT:-$HOME/data/verl_tor}")
 N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-8}"
@@ -28,6 +35,23 @@ OUTPUT_DIR=$(realpath -m "${OUTPUT_DIR:-$HOME/verl_tor_runs}")
 
 QWEN25_VL_7B=Qwen/Qwen2.5-VL-7B-Instruct
 QWEN25_VL_3B=Qwen/Qwen2.5-VL-3B-Instruct
+# Parameters in billions, for the preflight's disk estimate (a checkpoint with optimizer state is 12 bytes each).
+declare -A PARAMS_B=(["$QWEN25_VL_7B"]=8.29 ["$QWEN25_VL_3B"]=3.75)
+
+# Token budgets: a recipe may set PROMPT_LENGTH after sourcing this file (MAX_PROMPT_LENGTH overrides it). Prompts
+# count their image tokens (a 4,194,304-pixel image is ≈ 5,350); longer ones are dropped by veRL and counted in
+# run.json (verl_tor.prompt_filter). Change the budget here, not with data.max_prompt_length: vLLM's context is
+# derived from it.
+PROMPT_LENGTH=2048
+RESPONSE_LENGTH=2048
+# Images per prompt that vLLM accepts and sizes its memory for (every converted dataset has one per row; the
+# preflight checks the data files against it), and the pixel range every image is resized into.
+IMAGES_PER_PROMPT=1
+MIN_PIXELS=262144
+MAX_PIXELS=4194304
+# Validation in batches of this many samples (prompts x val_kwargs.n): veRL otherwise validates in one batch and
+# TransferQueue holds every sample's float32 pixel values (≈ 6 MB at 262,144 pixels, 100 MB at 4,194,304) at once.
+VAL_SAMPLES_PER_BATCH=512
 
 # The paper's optimisation setting ("default settings of EasyR1"), identical for every arm and under SMOKE=1.
 PAPER=(
@@ -37,7 +61,8 @@ PAPER=(
   actor_rollout_ref.actor.optim.weight_decay=0.01
   # veRL 0.9.1's engine clips with optim.clip_grad; actor.grad_clip is read by nothing.
   actor_rollout_ref.actor.optim.clip_grad=1.0
-  actor_rollout_ref.actor.freeze_vision_tower=false
+  # The vision tower trains: veRL's FSDP engine gives the optimizer every model parameter (its
+  # actor.freeze_vision_tower is read by nothing; recipes/README.md).
   actor_rollout_ref.actor.ppo_epochs=1
   actor_rollout_ref.actor.entropy_coeff=0
   actor_rollout_ref.actor.loss_agg_mode=token-mean
@@ -87,8 +112,10 @@ TOR=(
   tor.counterfactual=remove_image
 )
 
-# base_gpu MODEL TRAIN_FILE VAL_FILE: fills BASE for 8 x 80 GB GPUs per node (recipes/README.md: memory).
+# base_gpu MODEL TRAIN_FILE VAL_FILE [PROMPT_LENGTH]: fills BASE for 8 x 80 GB GPUs per node (recipes/README.md:
+# memory).
 base_gpu() {
+  local prompt_length=${4:-${MAX_PROMPT_LENGTH:-$PROMPT_LENGTH}}
   BASE=(
     actor_rollout_ref.model.path="$1"
     data.train_files="$2"
@@ -104,12 +131,13 @@ base_gpu() {
     data.train_batch_size=512
     actor_rollout_ref.rollout.n=12
     actor_rollout_ref.actor.ppo_mini_batch_size=128
-    data.max_prompt_length=2048
-    data.max_response_length=2048
+    data.max_prompt_length="$prompt_length"
+    data.max_response_length="$RESPONSE_LENGTH"
     trainer.total_epochs=15
+    data.val_batch_size="$VAL_SAMPLES_PER_BATCH"
     # Image pixels 262,144-4,194,304: the processor (dataset, agent loop and vLLM) resizes into this range.
-    +data.mm_processor_kwargs.min_pixels=262144
-    +data.mm_processor_kwargs.max_pixels=4194304
+    +data.mm_processor_kwargs.min_pixels="$MIN_PIXELS"
+    +data.mm_processor_kwargs.max_pixels="$MAX_PIXELS"
     # Engine: FSDP2, bf16, flash-attention without padding, token-budgeted micro-batches.
     trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
     trainer.nnodes="$NNODES"
@@ -130,6 +158,11 @@ base_gpu() {
     actor_rollout_ref.rollout.gpu_memory_utilization=0.6
     actor_rollout_ref.rollout.enforce_eager=false
     actor_rollout_ref.rollout.free_cache_engine=true
+    # What vLLM sizes its memory for: the longest prompt + response (unset: the model's 128,000 tokens), our images
+    # per prompt and no video (unset: 999 of each), images at our largest size (unset: the model's 12,845,056 pixels).
+    actor_rollout_ref.rollout.max_model_len="$((prompt_length + RESPONSE_LENGTH))"
+    "+actor_rollout_ref.rollout.engine_kwargs.vllm.limit_mm_per_prompt={image:$IMAGES_PER_PROMPT,video:0}"
+    "+actor_rollout_ref.rollout.engine_kwargs.vllm.mm_processor_kwargs={min_pixels:$MIN_PIXELS,max_pixels:$MAX_PIXELS}"
   )
   BASE_ENV=()
 }
@@ -149,11 +182,14 @@ base_smoke() {
   env=$("$PYTHON" -m verl_tor.testing.cpu_overrides --env)
   mapfile -t BASE <<<"$overrides"
   mapfile -t BASE_ENV <<<"$env"
+  # veRL's length filter as on GPU, so that the count in run.json is exercised; in-process (workers null).
+  BASE+=(data.filter_overlong_prompts=true data.filter_overlong_prompts_workers=null)
 }
 
 # run_overrides RUN_DIR NAME: fills RUN. Metrics go to RUN_DIR/metrics/<launch time>.jsonl (veRL's file logger
-# truncates its file, so a resumed run writes a new one; verl_tor.eval.report merges them). The path travels in Ray's
-# runtime_env because the logger runs in the TaskRunner actor, possibly on a Ray cluster started elsewhere.
+# truncates its file, so a resumed run writes a new one; verl_tor.eval.report merges them). Paths travel in Ray's
+# runtime_env because the logger and the datasets live in the TaskRunner actor, possibly on another node. The
+# datasets are veRL's, counting what the overlong-prompt filter removes into RUN_DIR/run.json.
 run_overrides() {
   local save_freq=20 test_freq=5
   if [[ $SMOKE == 1 ]]; then save_freq=1 test_freq=1; fi
@@ -162,6 +198,9 @@ run_overrides() {
     trainer.experiment_name="$2"
     "trainer.logger=[$LOGGER,file]"
     +ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$1/metrics/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+    +ray_kwargs.ray_init.runtime_env.env_vars.VERL_TOR_RUN_JSON="$1/run.json"
+    data.custom_cls.path=pkg://verl_tor.prompt_filter
+    data.custom_cls.name=FilterCountingRLHFDataset
     trainer.default_local_dir="$1/checkpoints"
     trainer.save_freq="$save_freq"
     trainer.max_actor_ckpt_to_keep=2
@@ -175,12 +214,33 @@ run_info() {
   "$PYTHON" -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' "$@"
 }
 
+# preflight [ARG...]: python -m verl_tor.preflight for this run, before anything starts; a failure stops the
+# script. PREFLIGHT=0 skips it, DRY_RUN=1 runs nothing, SMOKE=1 skips its GPU checks (keeps the disk check).
+preflight() {
+  if [[ $PREFLIGHT == 0 || $DRY_RUN == 1 ]]; then return 0; fi
+  local mode=()
+  if [[ $SMOKE == 1 ]]; then mode=(--smoke); fi
+  "$PYTHON" -m verl_tor.preflight "${mode[@]}" --gpus "$N_GPUS_PER_NODE" --nnodes "$NNODES" \
+    --output-dir "$OUTPUT_DIR" --logger "$LOGGER" "$@"
+}
+
+# forwarded_names: VERL_TOR_FORWARD_ENV=<the FORWARD_ENV names that are set>, or nothing when none is.
+forwarded_names() {
+  local name names=()
+  for name in $FORWARD_ENV; do
+    if [[ -n ${!name:-} ]]; then names+=("$name"); fi
+  done
+  if ((${#names[@]})); then echo "VERL_TOR_FORWARD_ENV=$(IFS=,; echo "${names[*]}")"; fi
+}
+
 # launch RUN_DIR INFO_JSON COMMAND...: prints (DRY_RUN=1) or runs COMMAND with BASE_ENV, after recording
 # RUN_DIR/run.json (what verl_tor.eval.report labels the run with) and RUN_DIR/command.sh.
 launch() {
   local run_dir=$1 info=$2
   shift 2
-  local command=(env "${BASE_ENV[@]}" "$@")
+  local forward
+  forward=$(forwarded_names)
+  local command=(env "${BASE_ENV[@]}" ${forward:+"$forward"} "$@")
   if [[ $DRY_RUN == 1 ]]; then
     printf '%q ' "${command[@]}"
     printf '\n'
@@ -209,10 +269,15 @@ run_recipe() {
   name="${EXPERIMENT_NAME:-$name}"
   if [[ $SMOKE == 1 && -z ${EXPERIMENT_NAME:-} ]]; then name="${name}_smoke"; fi
   local run_dir="$OUTPUT_DIR/$name"
+  local train_file="$DATA_ROOT/$train_set/train.parquet" val_file="$DATA_ROOT/geo3k/test.parquet"
   if [[ $SMOKE == 1 ]]; then
+    preflight
     base_smoke "$run_dir"
   else
-    base_gpu "${MODEL_PATH:-$model}" "$DATA_ROOT/$train_set/train.parquet" "$DATA_ROOT/geo3k/test.parquet"
+    # Two checkpoints with optimizer state are kept (trainer.max_actor_ckpt_to_keep) plus eval.sh's merged copy.
+    preflight --params-b "${PARAMS_B[$model]}" --checkpoints 2 --merged 1 --data "$train_file" "$val_file" \
+      --max-images "$IMAGES_PER_PROMPT"
+    base_gpu "${MODEL_PATH:-$model}" "$train_file" "$val_file"
   fi
   run_overrides "$run_dir" "$name"
   local info

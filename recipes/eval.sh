@@ -26,13 +26,20 @@ EVAL_FILES=(
   "$DATA_ROOT/hallusionbench/image.parquet"
 )
 
-# mode_overrides MODE: fills MODE with the validation sampling of greedy or avg8.
+# Benchmark images up to 4,194,304 pixels take up to 5,350 tokens: prompts may be 8,192 tokens (longer ones are
+# dropped by veRL and counted in the evaluation's run.json).
+EVAL_PROMPT_LENGTH=${MAX_PROMPT_LENGTH:-8192}
+
+# mode_overrides MODE: fills MODE with the validation sampling of greedy or avg8, in batches of
+# VAL_SAMPLES_PER_BATCH samples (512 prompts greedy, 64 prompts x 8 samples avg@8).
 mode_overrides() {
   case $1 in
     greedy) MODE=(actor_rollout_ref.rollout.val_kwargs.{do_sample=false,temperature=0,top_p=1.0,n=1}) ;;
     avg8) MODE=(actor_rollout_ref.rollout.val_kwargs.{do_sample=true,temperature=1.0,top_p=1.0,n=8}) ;;
     *) echo "EVAL_MODE must be greedy, avg8 or both, got '$1'" >&2 && exit 2 ;;
   esac
+  local n=${MODE[-1]##*=}
+  MODE+=(data.val_batch_size=$((VAL_SAMPLES_PER_BATCH / n)))
 }
 
 # resolve_target TARGET: sets MODEL (what to load), RUN_DIR and TAG; merges a checkpoint unless DRY_RUN=1.
@@ -77,9 +84,9 @@ evaluate() {
     if [[ -n $MODEL ]]; then BASE+=(actor_rollout_ref.model.path="$MODEL"); fi
   else
     files=$(IFS=,; echo "${EVAL_FILES[*]}")
-    base_gpu "$MODEL" "${EVAL_FILES[0]}" "[$files]"
-    # Benchmark images up to 4,194,304 pixels take up to 5,350 tokens; the training set is only built, never used.
-    BASE+=(data.max_prompt_length=8192 data.train_max_samples=512)
+    base_gpu "$MODEL" "${EVAL_FILES[0]}" "[$files]" "$EVAL_PROMPT_LENGTH"
+    # The training set is only built, never used.
+    BASE+=(data.train_max_samples=512)
   fi
   run_overrides "$eval_dir" "$name"
   local eval_only=(
@@ -98,6 +105,13 @@ evaluate() {
     "${BASE[@]}" "${RUN[@]}" "${PAPER[@]}" "${eval_only[@]}" "${MODE[@]}" "$@"
 }
 
+# Before anything (the merge included): nothing is trained, one merged bf16 copy is written.
+if [[ $SMOKE == 1 ]]; then
+  preflight
+else
+  preflight --params-b "${PARAMS_B[$QWEN25_VL_7B]}" --checkpoints 0 --merged 1 --data "${EVAL_FILES[@]}" \
+    --max-images "$IMAGES_PER_PROMPT"
+fi
 if [[ $SMOKE == 1 && $# -eq 0 ]]; then
   MODEL="" TAG=model LABEL=tiny RUN_DIR="$OUTPUT_DIR/${EXPERIMENT_NAME:-eval_smoke}"
 else

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -46,12 +47,17 @@ INVOCATIONS = (
 )
 SMOKE_RUN_TIMEOUT_S = 600
 CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_tor.config"}
+# Variables the recipes read from the caller's environment; the dry runs start without them.
+RECIPE_ENV = ("SMOKE", "DRY_RUN", "EXPERIMENT_NAME", "PREFLIGHT", "MAX_PROMPT_LENGTH", "FORWARD_ENV")
+FORWARDED = ("WANDB_API_KEY", "HF_TOKEN", "HF_HOME")
+VERL_ROOT = Path(importlib.util.find_spec("verl").origin).parent
 
 
 def run_script(script: str, args: tuple[str, ...], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     """``bash recipes/<script> args`` with a clean environment: this interpreter, outputs under ``tmp_path``."""
-    base = {key: value for key, value in os.environ.items() if key not in ("SMOKE", "DRY_RUN", "EXPERIMENT_NAME")}
-    base.update(PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path / "runs"), DATA_ROOT=str(tmp_path / "data"), **env)
+    base = {key: value for key, value in os.environ.items() if key not in RECIPE_ENV + FORWARDED}
+    base.update(PYTHON=sys.executable, OUTPUT_DIR=str(tmp_path / "runs"), DATA_ROOT=str(tmp_path / "data"))
+    base.update(env)
     return subprocess.run(
         ["bash", str(RECIPES / script), *args], env=base, capture_output=True, text=True, cwd=tmp_path, check=False
     )
@@ -141,10 +147,10 @@ def checkpoint_dir(recipe_dir) -> str:
 
 
 @pytest.fixture(scope="module")
-def recipe_config(recipe_dir, checkpoint_dir):
-    """``recipe_config(script, args, smoke, extra=()) -> (config, environment)`` of the script's main_ppo command;
-    each command is composed once per module (Hydra takes about a second) and handed out as a fresh copy."""
-    cache: dict[tuple, tuple[DictConfig, dict[str, str]]] = {}
+def recipe_command(recipe_dir, checkpoint_dir):
+    """``recipe_command(script, args, smoke, extra=()) -> (environment, config path, config name, overrides)`` of
+    the script's main_ppo command, from one dry run per module."""
+    cache: dict[tuple, tuple[dict[str, str], str | None, str, list[str]]] = {}
 
     def get(script: str, args: tuple[str, ...], smoke: bool, extra: tuple[str, ...] = ()):
         key = (script, args, smoke, extra)
@@ -155,7 +161,23 @@ def recipe_config(recipe_dir, checkpoint_dir):
                 cmd for cmd in dry_run_commands(script, words, recipe_dir, **env) if "verl.trainer.main_ppo" in cmd
             ]
             assert len(commands) == 1
-            environment, config_path, config_name, overrides = main_ppo_command(commands[0])
+            cache[key] = main_ppo_command(commands[0])
+        environment, config_path, config_name, overrides = cache[key]
+        return dict(environment), config_path, config_name, list(overrides)
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def recipe_config(recipe_command):
+    """``recipe_config(script, args, smoke, extra=()) -> (config, environment)`` of the script's main_ppo command;
+    each command is composed once per module (Hydra takes about a second) and handed out as a fresh copy."""
+    cache: dict[tuple, tuple[DictConfig, dict[str, str]]] = {}
+
+    def get(script: str, args: tuple[str, ...], smoke: bool, extra: tuple[str, ...] = ()):
+        key = (script, args, smoke, extra)
+        if key not in cache:
+            environment, config_path, config_name, overrides = recipe_command(script, args, smoke, extra)
             cache[key] = (apply_overrides(config_path, config_name, overrides), environment)
         config, environment = cache[key]
         return copy.deepcopy(config), dict(environment)
@@ -223,10 +245,10 @@ def test_gpu_recipe_has_the_papers_setting(script, recipe_config):
     actor, rollout, data = config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout, config.data
     assert (data.train_batch_size, rollout.n, actor.ppo_mini_batch_size) == (512, 12, 128)
     assert (data.max_response_length, config.trainer.total_epochs) == (2048, 15)
+    assert data.val_batch_size == 512
     assert (actor.optim.lr, actor.optim.lr_scheduler_type, actor.optim.lr_warmup_steps_ratio) == (1e-6, "constant", 0)
     assert (rollout.temperature, rollout.top_p, rollout.top_k) == (1.0, 1.0, -1)
     assert dict(data.mm_processor_kwargs) == {"min_pixels": 262144, "max_pixels": 4194304}
-    assert not actor.freeze_vision_tower
     assert config.reward.custom_reward_function.path == "pkg://verl_tor.eval.rewards"
     assert not rollout.val_kwargs.do_sample and rollout.val_kwargs.n == 1
     if "_dapo" in script:
@@ -296,6 +318,150 @@ def test_environment_knobs(tmp_path):
     assert config.data.train_files == str(tmp_path / "data" / "geo3k" / "train.parquet")
     metrics_path = config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH
     assert re.fullmatch(re.escape(str(run_dir / "metrics")) + r"/\d{8}T\d{6}Z\.jsonl", metrics_path)
+    # The datasets count what veRL's length filter removes into the run's run.json (verl_tor.prompt_filter).
+    assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_TOR_RUN_JSON == str(run_dir / "run.json")
+    assert (config.data.custom_cls.path, config.data.custom_cls.name) == (
+        "pkg://verl_tor.prompt_filter",
+        "FilterCountingRLHFDataset",
+    )
+
+
+def test_secrets_reach_ray_by_name_never_by_value(tmp_path):
+    """WANDB_API_KEY and friends are forwarded to every Ray process (verl_tor.ray_env) by naming them in the
+    command's environment; their values are in neither the command nor its overrides (nor command.sh, which holds
+    the same words)."""
+    from verl_tor.ray_env import forwarded_variables
+
+    secrets = {"WANDB_API_KEY": "wandb-secret-0123", "HF_HOME": "/shared/hf"}
+    [words] = dry_run_commands("qwen2_5_vl_7b_geo3k_grpo.sh", (), tmp_path, **secrets)
+    environment = main_ppo_command(words)[0]
+    assert environment == {"VERL_TOR_FORWARD_ENV": "WANDB_API_KEY,HF_HOME"}
+    assert not any(value in word for value in secrets.values() for word in words)
+    # Where main_ppo runs (the launching shell's environment plus the command's), exactly those values go to Ray.
+    assert forwarded_variables({**secrets, "OTHER": "x", **environment}) == secrets
+    [words] = dry_run_commands("qwen2_5_vl_7b_geo3k_grpo.sh", (), tmp_path)
+    assert "VERL_TOR_FORWARD_ENV" not in main_ppo_command(words)[0]
+
+
+def test_preflight_runs_first_and_can_be_skipped(tmp_path):
+    """A recipe stops before anything else when the preflight fails (here: no data under DATA_ROOT on a machine
+    without GPUs), with one line per problem; PREFLIGHT=0 and DRY_RUN=1 skip it, SMOKE=1 keeps only the CPU checks."""
+    failed = run_script("qwen2_5_vl_7b_geo3k_grpo.sh", ("trainer.total_training_steps=1",), tmp_path)
+    assert failed.returncode != 0
+    assert "preflight FAIL" in failed.stderr and "geo3k/train.parquet does not exist" in failed.stderr
+    assert not (tmp_path / "runs").exists(), "nothing was written or started"
+    assert run_script("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",), tmp_path).returncode != 0
+    skipped = run_script("qwen2_5_vl_7b_geo3k_grpo.sh", (), tmp_path, PREFLIGHT="0", PYTHON="true")
+    assert skipped.returncode == 0 and "preflight" not in skipped.stderr
+
+
+# ------------------------------------------------------------------------- overrides veRL declares and reads
+
+# Mappings veRL hands on whole, so keys below them belong to their consumer (the veRL code that reads each).
+PASS_THROUGH = {
+    "data.mm_processor_kwargs": "utils/dataset/rl_dataset.py: config.get('mm_processor_kwargs') to the processor",
+    "reward.custom_reward_function.reward_kwargs": "trainer/ppo/reward.py get_custom_reward_fn: into every call",
+    "actor_rollout_ref.model.override_config": "workers/config/model.py: HFModelConfig.override_config",
+    "actor_rollout_ref.rollout.engine_kwargs": "rollout/vllm_rollout/vllm_async_server.py: engine_kwargs[backend]",
+    "actor_rollout_ref.actor.fsdp_config.mixed_precision": "engine/fsdp/transformer_impl.py: mixed_precision.get",
+    "actor_rollout_ref.ref.fsdp_config.mixed_precision": "engine/fsdp/transformer_impl.py: mixed_precision.get",
+    "ray_kwargs.ray_init": "trainer/main_ppo.py run_ppo: ray.init(**ray_init)",
+    "transfer_queue": "trainer/main_ppo.py TaskRunnerV1.run: tq.init(config.transfer_queue)",
+}
+
+
+@functools.cache
+def _declared_tree(config_path: str | None, config_name: str) -> dict:
+    # As written, interpolations and required (???) values included.
+    return OmegaConf.to_container(_composed_base(config_path, config_name), resolve=False)
+
+
+def declares(config_path: str | None, config_name: str, key: str) -> bool:
+    """True when the composed config (veRL's, or ours on top of it) has ``key``, whatever its value."""
+    node = _declared_tree(config_path, config_name)
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+@functools.cache
+def names_verl_reads() -> frozenset[str]:
+    """Every name veRL's installed source uses as an attribute, a string key or in an interpolation (``.name``,
+    ``"name"``, ``'name'``; its tests excluded). A declaration (``name: …`` in a dataclass or YAML) is not a use."""
+    use = re.compile(r"""[.'"]([A-Za-z_]\w*)""")
+    names: set[str] = set()
+    for path in VERL_ROOT.rglob("*"):
+        if path.suffix in (".py", ".yaml") and "tests" not in path.relative_to(VERL_ROOT).parts:
+            names.update(use.findall(path.read_text(errors="replace")))
+    return frozenset(names)
+
+
+@pytest.mark.parametrize("smoke", [False, True], ids=["gpu", "smoke"])
+@pytest.mark.parametrize(("script", "args"), INVOCATIONS, ids=[" ".join((s, *a)) for s, a in INVOCATIONS])
+def test_every_override_is_declared_and_used_by_verl(script, args, smoke, recipe_command):
+    """A key veRL's installed config does not declare is an error (a `+key` only below a mapping veRL reads and
+    passes on whole), and so is a declared key whose name veRL's source never uses: such an override changes nothing. This
+    caught ``actor_rollout_ref.actor.freeze_vision_tower``, declared in veRL 0.9.1's actor config and read by
+    nothing. The use check is by name, so it is necessary, not sufficient. ``tor.*`` is ours (verl_tor.config_checks)."""
+    _, config_path, config_name, overrides = recipe_command(script, args, smoke)
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+")
+        if key.split(".")[0] == "tor":
+            continue
+        under = next((prefix for prefix in PASS_THROUGH if key.startswith(prefix + ".")), None)
+        if override.startswith("+"):
+            assert under is not None, f"{key}: veRL 0.9.1's {config_name} does not declare it"
+            # The mapping itself is read by veRL (reward_kwargs with .get, undeclared in its YAML).
+            assert under.rsplit(".", 1)[-1] in names_verl_reads(), under
+            continue
+        assert declares(config_path, config_name, key), f"{key}: not declared by {config_name}"
+        if under is None:
+            assert key.rsplit(".", 1)[-1] in names_verl_reads(), f"{key}: declared by veRL 0.9.1 but used by nothing"
+
+
+def test_the_use_check_sees_verls_reads():
+    """The check above has teeth: names veRL reads are found, the unread one is not."""
+    reads = names_verl_reads()
+    assert {"clip_grad", "max_model_len", "val_batch_size", "entropy_from_logits_with_chunking"} <= reads
+    assert "freeze_vision_tower" not in reads
+
+
+# ------------------------------------------------------------------------------------- what vLLM is sized for
+
+
+def test_vllm_engine_gets_the_recipes_budget(recipe_config, tmp_path):
+    """The recipe's context (prompt + response), images per prompt (one, no video) and largest image reach the
+    engine arguments that veRL's own vLLM server code builds (tests/vllm_engine_args.py runs it without vLLM);
+    with veRL's defaults vLLM would size itself for the model's 128,000-token context and 999 images and videos."""
+    configs = {
+        "train": recipe_config("qwen2_5_vl_7b_geo3k_dapo_tor.sh", (), False)[0],
+        "virl39k": recipe_config("qwen2_5_vl_7b_virl39k_dapo_tor.sh", (), False)[0],
+        "eval": recipe_config("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",), False)[0],
+        "verl_default": apply_overrides(None, "ppo_trainer", ["actor_rollout_ref.rollout.name=vllm"]),
+    }
+    files = []
+    for name, config in configs.items():
+        OmegaConf.resolve(config)
+        OmegaConf.save(config.actor_rollout_ref.rollout, tmp_path / f"{name}.yaml")
+        files.append(str(tmp_path / f"{name}.yaml"))
+    probe = [sys.executable, str(REPO / "tests" / "vllm_engine_args.py"), "128000", *files]
+    done = subprocess.run(
+        probe, capture_output=True, text=True, timeout=300, env={**os.environ, "VERL_PLATFORM": "cpu"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    built = dict(zip(configs, json.loads(done.stdout.strip().splitlines()[-1]), strict=True))
+    for name in ("train", "virl39k", "eval"):
+        data, args = configs[name].data, built[name]["engine_args"]
+        assert args["max_model_len"] == data.max_prompt_length + data.max_response_length, name
+        assert args["limit_mm_per_prompt"] == {"image": 1, "video": 0}, name
+        assert args["mm_processor_kwargs"] == dict(data.mm_processor_kwargs), name
+        cli = built[name]["cli"]
+        assert cli[cli.index("--limit_mm_per_prompt") + 1] == '{"image": 1, "video": 0}'
+    assert [configs[name].data.max_prompt_length for name in ("train", "virl39k", "eval")] == [2048, 8192, 8192]
+    assert built["verl_default"]["engine_args"]["max_model_len"] == 128000
+    assert "limit_mm_per_prompt" not in built["verl_default"]["engine_args"]
 
 
 @pytest.mark.parametrize(("mode", "sampling"), [("greedy", (False, 0, 1)), ("avg8", (True, 1.0, 8))])
@@ -304,6 +470,8 @@ def test_eval_modes(mode, sampling, tmp_path):
     config = apply_overrides(None, "ppo_trainer", main_ppo_command(words)[3])
     val = config.actor_rollout_ref.rollout.val_kwargs
     assert (val.do_sample, val.temperature, val.n) == sampling
+    # In batches of 512 samples (tests/test_validation_batches.py: same accuracy as one batch).
+    assert config.data.val_batch_size * val.n == 512
     assert config.trainer.val_only and config.trainer.val_before_train
     benchmarks = [Path(path).parent.name for path in config.data.val_files]
     assert benchmarks == ["mathverse", "mathvision", "mathvista", "wemath", "hallusionbench"]
@@ -392,6 +560,10 @@ def test_smoke_recipe_trains_one_step(smoke_run):
         "1",
     )
     assert (smoke_run["dir"] / "checkpoints" / "global_step_1" / "actor").is_dir()
+    # The TaskRunner recorded what veRL's length filter removed (the synthetic prompts all fit).
+    counted = info["prompt_filter"]
+    assert (counted["train"]["rows_before"], counted["train"]["removed"]) == (32, 0)
+    assert (counted["validation"]["rows_before"], counted["validation"]["removed"]) == (4, 0)
 
 
 @pytest.mark.e2e
