@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_ROOT ?= $(HOME)/data/verl_tor
 PYTEST_ARGS ?=
 
-.PHONY: install test test-verl lint demo smoke smoke-recipes
+.PHONY: install test test-verl lint demo smoke smoke-recipes install-gpu preflight check-gpu-install
 
 install: $(STAMP)
 
@@ -57,5 +57,56 @@ smoke-recipes: install
 	  echo "== $$recipe $$args"; SMOKE=1 PYTHON=$(abspath $(PY)) OUTPUT_DIR=$(CURDIR)/outputs/smoke-recipes bash $$recipe $$args; \
 	done
 	SMOKE=1 PYTHON=$(abspath $(PY)) OUTPUT_DIR=$(CURDIR)/outputs/smoke-recipes bash recipes/eval.sh
+
+# ----------------------------------------------------------------------------------------- GPU machines
+# The GPU install as a sequence (README, "GPU install"), into $(GPU_VENV): veRL 0.9.1's pins of torch, vLLM and
+# transformers (its vllm and fsdp extras) first, then flash-attn built against that torch without build isolation
+# (its setup.py imports torch, which pip's isolated build environment lacks), then this package. A source build of
+# flash-attn needs nvcc of CUDA 13.x (CUDA_HOME); FLASH_ATTN_WHEEL=<url or file> installs a prebuilt wheel instead.
+GPU_VENV ?= .venv-gpu
+GPU_STACK := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 vllm==0.24.0 transformers==5.9.0
+FLASH_ATTN := flash-attn==2.8.3
+FLASH_ATTN_BUILD_DEPS := setuptools wheel packaging psutil ninja
+FLASH_ATTN_WHEEL ?=
+MAX_JOBS ?= 4
+OUTPUT_DIR ?= $(HOME)/verl_tor_runs
+N_GPUS_PER_NODE ?= 8
+
+install-gpu:
+	test -x $(GPU_VENV)/bin/python || python3 -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/pip install --upgrade pip
+	$(GPU_VENV)/bin/pip install $(GPU_STACK) $(FLASH_ATTN_BUILD_DEPS)
+	$(if $(FLASH_ATTN_WHEEL),$(GPU_VENV)/bin/pip install --no-deps "$(FLASH_ATTN_WHEEL)",MAX_JOBS=$(MAX_JOBS) $(GPU_VENV)/bin/pip install --no-build-isolation $(FLASH_ATTN))
+	$(GPU_VENV)/bin/pip install -e ".[gpu]" $(GPU_STACK)
+	-$(MAKE) preflight PREFLIGHT_PYTHON=$(GPU_VENV)/bin/python
+
+# This node, before a first run (every recipe runs it too): driver with CUDA >= 13.0, torch sees the GPUs, vLLM and
+# flash-attn import, free disk under OUTPUT_DIR. On a multi-node cluster, run it on every node.
+PREFLIGHT_PYTHON ?= $(GPU_VENV)/bin/python
+preflight:
+	$(PREFLIGHT_PYTHON) -m verl_tor.preflight --gpus $(N_GPUS_PER_NODE) --output-dir $(OUTPUT_DIR)
+
+# CI, after `make test` (needs the package index, never run by `make test`): the GPU install sequence resolves, in
+# a throwaway venv under /tmp, with flash-attn's CUDA build skipped (FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE: its
+# setup.py still imports torch, hence a small CPU torch there, CHECK_BUILD_TORCH). Resolution only (pip --dry-run),
+# but where the index serves no PEP 658 metadata (this machine's mirror) pip downloads every wheel to read it:
+# ≈ 3.9 GB and ≈ 2 min here.
+CHECK_BUILD_TORCH ?= torch==2.13.0+cpu
+CHECK_PIP_ARGS ?=
+check-gpu-install:
+	@set -euo pipefail; dir=$$(mktemp -d /tmp/verl-tor-gpu-install.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
+	start=$$(date +%s); python3 -m venv "$$dir/venv"; pip="$$dir/venv/bin/pip"; \
+	$$pip install --quiet --upgrade pip; \
+	$$pip install --quiet $(CHECK_PIP_ARGS) $(FLASH_ATTN_BUILD_DEPS) "$(CHECK_BUILD_TORCH)"; \
+	echo "resolving: $(GPU_STACK) $(FLASH_ATTN) -e .[gpu]"; \
+	FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE $$pip install --quiet --dry-run --no-build-isolation $(CHECK_PIP_ARGS) \
+	  --report "$$dir/report.json" $(GPU_STACK) $(FLASH_ATTN) -e ".[gpu]"; \
+	python3 -c 'import json, sys; names = {i["metadata"]["name"].lower().replace("_", "-"): i["metadata"]["version"] \
+	  for i in json.load(open(sys.argv[1]))["install"]}; want = dict(a.split("==") for a in sys.argv[2:]); \
+	  wrong = {k: (v, names.get(k)) for k, v in want.items() if names.get(k) != v}; \
+	  sys.exit(f"resolved other versions (wanted, got): {wrong}") if wrong else \
+	  print(f"GPU install resolves: {len(names)} packages, " + ", ".join(f"{k} {v}" for k, v in want.items()))' \
+	  "$$dir/report.json" $(GPU_STACK) $(FLASH_ATTN) verl==0.9.1 verl-tor==0.1.0; \
+	echo "check-gpu-install took $$(( $$(date +%s) - start )) s"
 
 include data_prep/data.mk

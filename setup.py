@@ -22,7 +22,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "gpu": ["verl[vllm,fsdp]==0.9.1", "flash-attn"],
+        # The GPU install is a sequence (README, "GPU install"; make install-gpu): torch, vLLM and flash-attn first.
+        # flash-attn's setup.py imports torch, so pip cannot build it in an isolated environment; pinned to veRL's
+        # own pin (its fsdp extra), the version the sequence installs, so that this extra is already satisfied.
+        "gpu": ["verl[vllm,fsdp]==0.9.1", "flash-attn==2.8.3"],
         "test": ["pytest", "ruff"],
     },
     entry_points={"verl.plugins": ["tor = verl_tor.plugin"]},
