@@ -6,6 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
+from transfer_queue import KVBatchMeta
 
 from verl_tor.config_checks import read_tor_section
 from verl_tor.counterfactual import nested_rows
@@ -323,3 +324,65 @@ def test_perception_pass_is_skippable_exactly_when_it_changes_no_weight(weights)
     changed, _ = tor_token_weights(entropy, sensitivity, mask, trainer.tor)
     unchanged, _ = tor_token_weights(entropy, torch.zeros_like(sensitivity), mask, trainer.tor)
     assert not torch.equal(changed, unchanged)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Every trainer mode: the image-removed pass uses the weights of the old-log-prob forward.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _WeightsTrackingWorkerGroup:
+    """The calls veRL's trainers make on the actor worker group, tracking which weights each forward used.
+
+    ``separate_async`` keeps π_old (the weights at the start of a sync cycle) on CPU and restores it for the
+    old-log-prob forward of every later local update, then puts the current weights back."""
+
+    def __init__(self, current: str):
+        self.weights, self.saved, self.forwards = current, {}, []
+
+    def compute_log_prob(self, data):
+        self.forwards.append((data, self.weights))
+        return data
+
+    def save_model_to_cpu(self, slot):
+        self.saved[slot] = self.weights
+
+    def restore_model_from_cpu(self, slot):
+        self.weights = self.saved[slot]
+
+    def clear_cpu_model(self, slot):
+        del self.saved[slot]
+
+
+@pytest.mark.parametrize("mode", ["sync", "colocate_async", "separate_async"])
+@pytest.mark.parametrize("local_update", [0, 1])
+def test_image_removed_pass_runs_with_the_old_log_prob_weights_in_every_mode(mode, local_update, monkeypatch):
+    """veRL's own ``_compute_old_log_prob`` of each mode (its weight handling included) with ToR's hook: the
+    image-removed forward follows the old-log-prob forward on the same weights, and the hook is gone afterwards."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer, get_trainer_cls
+
+    def verl_old_log_prob_forward(self, batch, metrics):  # the part of veRL's base step that runs the forward
+        self.actor_rollout_wg.compute_log_prob("old log-probs")
+        return batch
+
+    monkeypatch.setattr(PPOTrainer, "_compute_old_log_prob", verl_old_log_prob_forward)
+    trainer_cls = get_trainer_cls(f"tor_{mode}")
+    trainer = trainer_cls.__new__(trainer_cls)
+    trainer.config = compose_ppo_config([])
+    trainer.tor_enabled, trainer.tor = True, ToRConfig()
+    trainer.timing_raw, trainer.local_trigger_step = {}, local_update
+    group = _WeightsTrackingWorkerGroup("pi_old" if local_update == 0 else "current")
+    group.saved[0] = "pi_old"  # separate_async saved π_old at the cycle's first update
+    trainer.actor_rollout_wg = group
+
+    def image_removed_pass(self, batch, metrics, forward):
+        forward("image removed")
+
+    monkeypatch.setattr(trainer_cls, "_compute_visual_sensitivity", image_removed_pass)
+    batch = KVBatchMeta(keys=["a"], tags=[{}])
+    assert trainer._compute_old_log_prob(batch, {}) is batch
+    expected = "pi_old" if mode == "separate_async" or local_update == 0 else "current"
+    assert group.forwards == [("old log-probs", expected), ("image removed", expected)]
+    assert group.compute_log_prob == group.__class__.compute_log_prob.__get__(group)
+    if mode == "separate_async":
+        assert group.weights == ("pi_old" if local_update == 0 else "current")  # veRL put its weights back
