@@ -1,10 +1,17 @@
-"""The ``hf`` rollout server: registration, sampling parameters, log-probs, batching and weight updates.
+"""The ``hf`` rollout server: registration, sampling parameters, log-probs, batching, weight updates, and the
+abort/park/resume protocol of veRL's partial rollout (driven by veRL's own client, replica and load balancer).
 
 Generation runs for every model family of ``tiny_families.ENGINE_FAMILIES`` (images included; Qwen3.5's
 linear-attention layers with left padding); the family-independent server logic for Qwen2.5-VL only.
 """
 
 import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import inspect
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -69,14 +76,20 @@ def _generate(server, prompt, params, n=1):
     return asyncio.run(requests())
 
 
-def _reference_log_probs(server, prompt, response, temperature=1.0):
-    """Log-probs of ``response`` from one forward pass over prompt + response (banned ids excluded)."""
+def _reference_distributions(server, prompt, response, temperature=1.0, model=None):
+    """Log-softmax at every response position from one forward pass of ``model`` (default: the server's) over
+    prompt + response (banned ids excluded)."""
     ids, images = prompt
     inputs = server._model_inputs([(ids + response, images)])
     with torch.no_grad():
-        logits = server.model(**inputs).logits[0, len(ids) - 1 : -1].float()
+        logits = (model or server.model)(**inputs).logits[0, len(ids) - 1 : -1].float()
     logits[:, server.banned_token_ids] = float("-inf")
-    log_probs = torch.log_softmax(logits / temperature, dim=-1)
+    return torch.log_softmax(logits / temperature, dim=-1)
+
+
+def _reference_log_probs(server, prompt, response, temperature=1.0, model=None):
+    """Log-probs of ``response`` from one forward pass over prompt + response (banned ids excluded)."""
+    log_probs = _reference_distributions(server, prompt, response, temperature, model)
     return log_probs.gather(-1, torch.tensor(response)[:, None])[:, 0]
 
 
@@ -235,3 +248,260 @@ def test_suppress_vision_tokens_option(model_config):
     assert placeholders <= set(default.banned_token_ids) and not vision & set(default.banned_token_ids)
     config = _rollout_config(engine_kwargs={"hf": {"suppress_vision_tokens": True}})
     assert vision | placeholders <= set(HFRolloutServer(config, model_config).banned_token_ids)
+
+
+class _InProcessActor:
+    """A Ray actor handle for an object of this process, as veRL's code uses one: ``handle.method.remote(...)``
+    starts the call at once on copies of its arguments (Ray sends them serialized) and returns an awaitable.
+    Records the ``generate`` calls it forwards."""
+
+    def __init__(self, target):
+        self._target = target
+        self.generate_calls = []
+
+    def __getattr__(self, name):
+        method = getattr(self._target, name)
+
+        def remote(*args, **kwargs):
+            args, kwargs = copy.deepcopy((args, kwargs))
+            if name == "generate":
+                self.generate_calls.append(kwargs)
+            result = method(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                return asyncio.ensure_future(result)
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(result)
+            return done
+
+        return SimpleNamespace(remote=remote)
+
+
+def _partial_rollout_setup(model_config, response_length=8):
+    """A server, veRL's replica fanning out to it, and veRL's fully-async client routed to it by veRL's balancer."""
+    from omegaconf import OmegaConf
+    from verl.workers.rollout.llm_server import FullyAsyncLLMServerClient
+    from verl.workers.rollout.router import GlobalRequestLoadBalancer
+
+    from verl_tor.cpu.rollout_hf.server import HFReplica, HFRolloutServer
+
+    config = _rollout_config(response_length=response_length)
+    server = HFRolloutServer(config, model_config)
+    handle = _InProcessActor(server)
+    replica = HFReplica(replica_rank=0, config=config, model_config=model_config)
+    replica.servers = [handle]
+    client_config = OmegaConf.create(
+        {"actor_rollout_ref": {"rollout": {"name": "hf", "response_length": response_length}}}
+    )
+    balancer = GlobalRequestLoadBalancer({"hf_server_0": handle})
+    client = FullyAsyncLLMServerClient(client_config, load_balancer_handle=_InProcessActor(balancer))
+    return server, handle, replica, client
+
+
+@contextlib.contextmanager
+def _at_token(server, token, action, until=None, timeout=10.0):
+    """Once the server's model has computed the ``token``-th token (counted over every generation inside the
+    block), run ``action()`` on the event loop and hold the generation there until ``until()`` holds (default:
+    the action finished), for at most ``timeout`` seconds. Yields an awaitable of the action's result."""
+    loop = asyncio.get_running_loop()
+    result = concurrent.futures.Future()
+    forwards = 0
+
+    def hook(module, args, output):
+        nonlocal forwards
+        forwards += 1
+        if forwards != token:
+            return
+        started = asyncio.run_coroutine_threadsafe(action(), loop)
+        started.add_done_callback(
+            lambda done: (
+                result.set_exception(done.exception()) if done.exception() else result.set_result(done.result())
+            )
+        )
+        deadline = time.monotonic() + timeout
+        while not (until() if until else started.done()) and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    hook_handle = server.model.register_forward_hook(hook)
+    try:
+        yield asyncio.wrap_future(result)
+    finally:
+        hook_handle.remove()
+
+
+def _aborted(server):
+    # The abort has begun (the gate is closed): from here the running generation ends after its current token.
+    return server._paused
+
+
+@QWEN2_5_VL_ONLY
+def test_abort_returns_partial_responses_with_their_log_probs(model_config, image_prompt):
+    """An abort during the 3rd token of a group: its rows end with 3 tokens, their log-probs those of a forward pass
+    over prompt + partial; an earlier group keeps its full response; a group not started returns nothing."""
+    server, _, replica, _ = _partial_rollout_setup(model_config)
+    ids, images = image_prompt
+
+    async def run():
+        # Three groups in this order: 2 tokens (2 forwards), then 2 sampled rows, then a greedy row.
+        requests = [("short", {**SAMPLE, "max_tokens": 2}), ("a", SAMPLE), ("b", SAMPLE), ("greedy", GREEDY)]
+        calls = [server.generate(ids, dict(params), name, image_data=images) for name, params in requests]
+        with _at_token(
+            server, 2 + 3, lambda: server.abort_all_requests(reject_request=False), until=lambda: _aborted(server)
+        ) as abort:
+            outputs = await asyncio.gather(*calls)
+            return dict(zip([name for name, _ in requests], outputs, strict=True)), await abort
+
+    outputs, abort = asyncio.run(run())
+    assert abort == {"aborted_count": 3, "request_ids": ["a", "b", "greedy"]}
+    assert len(outputs["short"].token_ids) == 2 and outputs["short"].stop_reason == "completed"
+    for name in ("a", "b"):
+        output = outputs[name]
+        assert len(output.token_ids) == 3 and output.stop_reason == "aborted"
+        expected = _reference_log_probs(server, image_prompt, output.token_ids)
+        torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=1e-4, rtol=1e-4)
+    assert outputs["greedy"].token_ids == [] and outputs["greedy"].stop_reason == "aborted"
+    asyncio.run(replica.resume_generation())
+    (after,) = _generate(server, image_prompt, SAMPLE)
+    assert len(after.token_ids) == 8 and after.stop_reason == "completed"
+
+
+@QWEN2_5_VL_ONLY
+def test_resumed_generation_equals_the_uninterrupted_one(model_config, image_prompt):
+    """veRL's fully-async client resends prompt + partial tokens after an abort (through veRL's replica) and the
+    resume: the merged response equals an uninterrupted generation from the same seed, greedy and sampled.
+
+    Sampling is reproducible across the interruption because the server draws from torch's one global CPU
+    generator, and transformers samples with ``torch.multinomial(probs, 1)``, which on CPU draws one exponential
+    per vocabulary entry whatever the probabilities: the resumed request consumes the same random numbers in the
+    same order. Only the logits differ (a full prefill instead of cached decoding, ~1e-6), which would change a
+    token only at a near tie of ``probs / exponential``; with this tiny model and seed none occurs.
+    """
+    server, handle, replica, client = _partial_rollout_setup(model_config)
+    ids, images = image_prompt
+
+    async def run(params, abort_at=None):
+        torch.manual_seed(11)
+        request = client.generate("req", prompt_ids=ids, sampling_params=dict(params), image_data=images)
+        if abort_at is None:
+            return await request
+        request = asyncio.ensure_future(request)
+        with _at_token(server, abort_at, replica.abort_all_requests, until=lambda: _aborted(server)) as abort:
+            await abort
+            await replica.resume_generation()
+            return await request
+
+    responses = {}
+    for name, params in (("greedy", GREEDY), ("sampled", SAMPLE)):
+        whole = asyncio.run(run(params))
+        handle.generate_calls.clear()
+        resumed = asyncio.run(run(params, abort_at=3))
+        assert len(whole.token_ids) == 8 and whole.stop_reason == resumed.stop_reason == "length"
+        assert resumed.token_ids == whole.token_ids
+        torch.testing.assert_close(resumed.log_probs, whole.log_probs, atol=1e-4, rtol=1e-4)
+        # What the server was asked: the prompt with all 8 tokens to go, then prompt + 3 tokens with 5 to go.
+        sent = [(call["prompt_ids"], call["sampling_params"]["max_tokens"]) for call in handle.generate_calls]
+        assert sent == [(ids, 8), (ids + whole.token_ids[:3], 5)]
+        responses[name] = whole.token_ids
+    assert responses["sampled"] != responses["greedy"]  # the sampled case really sampled
+
+
+@QWEN2_5_VL_ONLY
+def test_requests_while_aborted_are_parked_until_resume_or_rejected(model_config, image_prompt):
+    server, _, replica, _ = _partial_rollout_setup(model_config)
+    ids, images = image_prompt
+    (expected,) = _generate(server, image_prompt, GREEDY)
+
+    async def run():
+        await server.set_global_steps(4)
+        await replica.abort_all_requests()
+        parked = asyncio.ensure_future(server.generate(ids, dict(GREEDY), "parked", image_data=images))
+        await asyncio.sleep(0.3)
+        assert not parked.done()
+        await replica.resume_generation()
+        resumed = await asyncio.wait_for(parked, 30)
+        await replica.abort_all_requests(reject_request=True)
+        rejected = await asyncio.wait_for(server.generate(ids, dict(GREEDY), "rejected", image_data=images), 1)
+        await replica.resume_generation()
+        after = await server.generate(ids, dict(GREEDY), "after", image_data=images)
+        return resumed, rejected, after
+
+    resumed, rejected, after = asyncio.run(run())
+    assert resumed.token_ids == after.token_ids == expected.token_ids
+    assert resumed.stop_reason == after.stop_reason == "completed"
+    assert rejected.token_ids == [] and rejected.stop_reason == "aborted"
+    assert rejected.extra_fields["global_steps"] == 4
+
+
+def _new_weights(model_config):
+    from transformers import AutoModelForImageTextToText
+
+    other = AutoModelForImageTextToText.from_pretrained(model_config.local_path)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        other.lm_head.weight.normal_()
+    return other
+
+
+@QWEN2_5_VL_ONLY
+def test_weights_updated_while_aborted_generate_the_rest(model_config, image_prompt, monkeypatch):
+    """colocate_async: abort, weights of step 2 through the worker adapter, resume. The client's merged response
+    has its first 3 tokens from the old weights and the rest greedy under the new ones, and says so in its steps."""
+    from transformers import AutoModelForImageTextToText
+
+    from verl_tor.cpu.rollout_hf import server as server_module
+
+    server, handle, replica, client = _partial_rollout_setup(model_config)
+    monkeypatch.setattr(server_module.ray, "get_actor", lambda name: handle)
+    monkeypatch.delenv("RANK", raising=False)
+    adapter = server_module.HFServerAdapter(_rollout_config(), model_config, None)
+    old = AutoModelForImageTextToText.from_pretrained(model_config.local_path)
+    new = _new_weights(model_config)
+    ids, images = image_prompt
+
+    async def run():
+        await server.set_global_steps(1)
+        request = asyncio.ensure_future(
+            client.generate("req", prompt_ids=ids, sampling_params=dict(GREEDY), image_data=images)
+        )
+        with _at_token(server, 3, replica.abort_all_requests, until=lambda: _aborted(server)) as abort:
+            await abort
+            await adapter.update_weights(iter(new.state_dict().items()), global_steps=2)
+            await replica.resume_generation()
+            return await request
+
+    output = asyncio.run(run())
+    tokens = output.token_ids
+    assert len(tokens) == 8
+    old_log_probs = _reference_log_probs(server, image_prompt, tokens[:3], model=old)
+    torch.testing.assert_close(torch.tensor(output.log_probs[:3]), old_log_probs, atol=1e-4, rtol=1e-4)
+    new_distributions = _reference_distributions(server, image_prompt, tokens, model=new)[3:]
+    assert tokens[3:] == new_distributions.argmax(-1).tolist()
+    new_log_probs = new_distributions.gather(-1, torch.tensor(tokens[3:])[:, None])[:, 0]
+    torch.testing.assert_close(torch.tensor(output.log_probs[3:]), new_log_probs, atol=1e-4, rtol=1e-4)
+    assert output.extra_fields["min_global_steps"] == 1
+    assert output.extra_fields["max_global_steps"] == output.extra_fields["global_steps"] == 2
+
+
+@QWEN2_5_VL_ONLY
+def test_weight_update_waits_for_the_running_generation(model_config, image_prompt):
+    """A weight update sent while a generation runs (no abort) is held until it ends: every token and log-prob of
+    that response comes from the old weights."""
+    from transformers import AutoModelForImageTextToText
+
+    server, _, _, _ = _partial_rollout_setup(model_config)
+    old = AutoModelForImageTextToText.from_pretrained(model_config.local_path)
+    new = _new_weights(model_config)
+    ids, images = image_prompt
+
+    async def run():
+        # The generation stays at its 2nd token for up to 1 s, time enough for an update that does not wait.
+        with _at_token(server, 2, lambda: server.update_weights(new.state_dict()), timeout=1.0) as update:
+            output = await server.generate(ids, dict(GREEDY), "r", image_data=images)
+            await update
+        return output
+
+    output = asyncio.run(run())
+    distributions = _reference_distributions(server, image_prompt, output.token_ids, model=old)
+    assert output.token_ids == distributions.argmax(-1).tolist()
+    expected = distributions.gather(-1, torch.tensor(output.token_ids)[:, None])[:, 0]
+    torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(server.model.lm_head.weight, new.lm_head.weight)

@@ -10,6 +10,13 @@ Like veRL's vLLM server, sampling never picks ``<|image_pad|>``/``<|video_pad|>`
 (they would break the rope index); ``suppress_vision_tokens`` also bans the vision start/end/pad tokens, which a
 random model samples too. Log-probs are those of the distribution sampled from: ``log_softmax(logits / T)`` with
 banned ids excluded (T = 1 for greedy), i.e. what the actor computes at the rollout temperature.
+
+Partial rollout (veRL's ``FullyAsyncLLMServerClient``, e.g. the ``colocate_async`` trainer): ``abort_all_requests``
+closes the server's gate and stops the running ``generate`` after its current token; every admitted request is
+answered with the tokens it has so far (log-probs included) and ``stop_reason="aborted"``, and the call returns once
+none is left, so the weights can be replaced. Requests that arrive while the gate is closed wait until
+``resume_generation`` (or, after ``abort_all_requests(reject_request=True)``, are answered at once with an empty
+aborted output). The client resends prompt + partial tokens with the budget that is left.
 """
 
 from __future__ import annotations
@@ -17,14 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Generator, Sequence
+import threading
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from torch.distributed.device_mesh import DeviceMesh
+from transformers import StoppingCriteria, StoppingCriteriaList
 from verl.plugin.platform import get_platform
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.device import get_device_name
@@ -76,12 +85,32 @@ def max_new_tokens(config: RolloutConfig, prompt_length: int, sampling_params: d
     return max(1, min(budget, room))
 
 
+class Sampled(NamedTuple):
+    """One response of :meth:`HFRolloutServer.generate_batch`."""
+
+    token_ids: list[int]
+    log_probs: list[float]
+    """One per token, of the distribution it was sampled from."""
+    stop_reason: str
+    """``"completed"`` (EOS or the whole budget, as veRL's vLLM server reports both) or ``"aborted"``."""
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends every row of a running ``generate`` once ``predicate()`` holds (checked after each new token)."""
+
+    def __init__(self, predicate: Callable[[], bool]) -> None:
+        self.predicate = predicate
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.predicate(), dtype=torch.bool, device=input_ids.device)
+
+
 @dataclass
 class _Request:
     prompt_ids: list[int]
     images: list[Any] | None
     sampling_params: dict[str, Any]
-    future: asyncio.Future
+    future: asyncio.Future  # resolves to (Sampled, global step of the weights that sampled it)
 
 
 def _server_name(replica_rank: int, name_suffix: str = "", role: str = "") -> str:
@@ -127,6 +156,14 @@ class HFRolloutServer:
         torch.manual_seed(self.config.seed + replica_rank)
         self._queue: list[_Request] = []
         self._server_task: asyncio.Task | None = None
+        # Partial rollout: a closed gate parks (or rejects) new requests; every abort bumps the counter, which
+        # stops the generation that started before it. The lock keeps weight loads out of running generations.
+        self._paused = False
+        self._rejecting = False
+        self._resumed: asyncio.Event | None = None
+        self._aborts = 0
+        self._in_flight: set[str] = set()
+        self._model_lock = threading.Lock()
 
     def _banned_token_ids(self) -> list[int]:
         banned = set(get_vision_placeholder_token_ids(self.processor)) if self.processor is not None else set()
@@ -174,10 +211,14 @@ class HFRolloutServer:
 
     @torch.no_grad()
     def generate_batch(
-        self, prompts: Sequence[tuple[list[int], Sequence[Any] | None]], sampling_params: dict[str, Any]
-    ) -> list[tuple[list[int], list[float]]]:
-        """Sample one response per (prompt ids, images); returns token ids (with EOS where a response stopped
-        there) and their log-probs. The response budget is the smallest of the prompts' budgets."""
+        self,
+        prompts: Sequence[tuple[list[int], Sequence[Any] | None]],
+        sampling_params: dict[str, Any],
+        stop: Callable[[], bool] | None = None,
+    ) -> list[Sampled]:
+        """Sample one response per (prompt ids, images): token ids (with EOS where a response stopped there) and
+        their log-probs. The response budget is the smallest of the prompts' budgets. Once ``stop()`` holds, every
+        row ends after its current token; a row that had neither reached EOS nor the budget is ``"aborted"``."""
         from transformers import GenerationConfig
 
         temperature = float(sampling_params.get("temperature", 1.0))
@@ -201,7 +242,8 @@ class HFRolloutServer:
             output_logits=True,
         )
         inputs = self._model_inputs(prompts)
-        output = self.model.generate(**inputs, generation_config=generation_config)
+        stopping_criteria = StoppingCriteriaList([_StopWhen(stop)] if stop is not None else [])
+        output = self.model.generate(**inputs, generation_config=generation_config, stopping_criteria=stopping_criteria)
         sequences = output.sequences[:, inputs["input_ids"].shape[1] :]
         logits = torch.stack(output.logits, dim=1).float()  # (batch, new tokens, vocab), before any processor
         logits[..., self._banned] = float("-inf")
@@ -211,9 +253,20 @@ class HFRolloutServer:
         for token_ids, token_log_probs in zip(sequences.tolist(), log_probs.tolist(), strict=True):
             # A finished response is padded until the whole batch finishes: cut after its first EOS.
             stops = [i for i, token in enumerate(token_ids) if token in self.eos_token_ids]
-            length = stops[0] + 1 if stops and not self.config.ignore_eos else len(token_ids)
-            results.append((token_ids[:length], token_log_probs[:length]))
+            ended = bool(stops) and not self.config.ignore_eos
+            length = stops[0] + 1 if ended else len(token_ids)
+            stop_reason = "completed" if ended or length >= budget else "aborted"
+            results.append(Sampled(token_ids[:length], token_log_probs[:length], stop_reason))
         return results
+
+    def _sample_locked(
+        self, prompts: Sequence[tuple[list[int], Sequence[Any] | None]], sampling_params: dict[str, Any], aborts: int
+    ) -> tuple[list[Sampled], int | None]:
+        """``generate_batch`` (run off the event loop) with the model held, until an abort after ``aborts``;
+        also returns the global step of the weights it sampled with."""
+        with self._model_lock:
+            global_steps = self.global_steps
+            return self.generate_batch(prompts, sampling_params, stop=lambda: self._aborts != aborts), global_steps
 
     async def _serve_queue(self) -> None:
         """Sample queued requests in batches, grouped by sampling parameters."""
@@ -228,9 +281,15 @@ class HFRolloutServer:
                 groups.setdefault(key, []).append(request)
             for group in groups.values():
                 try:
-                    results = self.generate_batch(
-                        [(request.prompt_ids, request.images) for request in group], group[0].sampling_params
-                    )
+                    if self._paused:  # aborted before this group started: it has nothing to return
+                        results = [(Sampled([], [], "aborted"), self.global_steps) for _ in group]
+                    else:
+                        # Off the event loop, so that an abort can be taken while the group generates.
+                        prompts = [(request.prompt_ids, request.images) for request in group]
+                        sampled, global_steps = await asyncio.to_thread(
+                            self._sample_locked, prompts, group[0].sampling_params, self._aborts
+                        )
+                        results = [(response, global_steps) for response in sampled]
                 except Exception as error:
                     results = [error] * len(group)
                 for request, result in zip(group, results, strict=True):
@@ -252,25 +311,46 @@ class HFRolloutServer:
         mm_processor_kwargs: dict[str, Any] | None = None,
         priority: int = 0,
     ) -> TokenOutput:
-        """veRL's token-in/token-out request: one response per call, sampled together with concurrent calls."""
+        """veRL's token-in/token-out request: one response per call, sampled together with concurrent calls.
+
+        While the server is aborted the request waits for ``resume_generation``, or is answered at once with an
+        empty ``"aborted"`` output when the abort rejects requests."""
         if video_data or audio_data:
             raise NotImplementedError("the hf rollout generates from text and images only")
+        while self._paused:
+            if self._rejecting:
+                return self._token_output(Sampled([], [], "aborted"), self.global_steps, sampling_params)
+            await self._resumed.wait()
+        # No await between the gate check and the queue: an abort either parks this request or answers it.
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Request(list(prompt_ids), image_data, dict(sampling_params), future))
+        self._in_flight.add(request_id)
         if self._server_task is None or self._server_task.done():
             self._server_task = asyncio.create_task(self._serve_queue())
-        token_ids, log_probs = await future
+        try:
+            sampled, global_steps = await future
+        finally:
+            self._in_flight.discard(request_id)
+        return self._token_output(sampled, global_steps, sampling_params)
+
+    @staticmethod
+    def _token_output(sampled: Sampled, global_steps: int | None, sampling_params: dict[str, Any]) -> TokenOutput:
         return TokenOutput(
-            token_ids=token_ids,
-            log_probs=log_probs if sampling_params.get("logprobs") else None,
-            stop_reason="completed",
+            token_ids=sampled.token_ids,
+            log_probs=sampled.log_probs if sampling_params.get("logprobs") else None,
+            stop_reason=sampled.stop_reason,
             num_preempted=0,
-            extra_fields={"global_steps": self.global_steps},
+            extra_fields={"global_steps": global_steps},
         )
 
     async def update_weights(self, named_tensors: dict[str, torch.Tensor]) -> None:
-        """Load the actor's full HF-named tensors; a name the model does not have is an error, not a no-op."""
-        _, unexpected = self.model.load_state_dict(named_tensors, strict=False)
+        """Load the actor's full HF-named tensors once no generation runs; a name the model does not have is an
+        error, not a no-op."""
+        await asyncio.to_thread(self._load_weights, named_tensors)
+
+    def _load_weights(self, named_tensors: dict[str, torch.Tensor]) -> None:
+        with self._model_lock:
+            _, unexpected = self.model.load_state_dict(named_tensors, strict=False)
         if unexpected:
             raise KeyError(f"hf rollout got weights the model does not have: {unexpected[:5]}")
 
@@ -278,17 +358,31 @@ class HFRolloutServer:
         self.global_steps = global_steps
 
     async def abort_all_requests(self, reject_request: bool = False) -> dict[str, Any]:
-        # Every request runs to completion (synchronous training never aborts one).
-        return {"aborted_count": 0, "request_ids": []}
+        """Close the gate and end the running generation after its current token; returns once every admitted
+        request has its (partial) answer. ``reject_request``: answer requests that arrive before the next
+        ``resume_generation`` at once (empty, aborted) instead of parking them."""
+        self._paused = True
+        self._rejecting = reject_request
+        if self._resumed is None or self._resumed.is_set():
+            self._resumed = asyncio.Event()  # a repeated abort keeps the event that parked requests wait on
+        self._aborts += 1
+        request_ids = sorted(self._in_flight)
+        if self._server_task is not None and not self._server_task.done():
+            await asyncio.wait([self._server_task])  # unlike awaiting it, never cancels the task
+        return {"aborted_count": len(request_ids), "request_ids": request_ids}
+
+    async def resume_generation(self) -> None:
+        """Open the gate: parked requests proceed."""
+        self._paused = False
+        self._rejecting = False
+        if self._resumed is not None:
+            self._resumed.set()
 
     # The model stays on its device between steps (no KV cache to free): the replica's life-cycle calls are no-ops.
     async def wake_up(self, tags: list[str] | None = None) -> None:
         return None
 
     async def sleep(self) -> None:
-        return None
-
-    async def resume_generation(self) -> None:
         return None
 
     async def clear_kv_cache(self) -> None:
