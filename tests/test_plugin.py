@@ -16,8 +16,9 @@ print(json.dumps({
     "config_checks": getattr(verl_config.validate_config, "_verl_tor_patched", False),
     "plugin_loaded": "verl_tor.plugin" in sys.modules,
     "loaded_before": loaded_before,
-    "tor_trainers": {mode: [c.__name__ for c in get_trainer_cls(f"tor_{mode}").__mro__[:2]]
+    "tor_trainers": {mode: [c.__name__ for c in get_trainer_cls(f"tor_{mode}").__mro__[:3]]
                      for mode in ("sync", "colocate_async", "separate_async")},
+    "verl_trainers": {mode: get_trainer_cls(mode).__name__ for mode in ("sync", "colocate_async", "separate_async")},
     "qwen2_vl_patched": getattr(qwen2_vl._get_input_embeds, "_verl_tor_patched", False),
     "engine_attached": getattr(FSDPEngineWithLMHead.prepare_model_outputs, "_verl_tor_patched", False),
 }))
@@ -35,12 +36,12 @@ def test_import_verl_registers_everything_in_a_fresh_process():
         "verl.trainer.ppo.v1": False,
         "verl.workers.engine.fsdp.transformer_impl": False,
     }
-    # A ToR variant of each of veRL's trainer modes: ToR's steps mixed in before the mode's own class.
-    assert report["tor_trainers"] == {
-        "sync": ["ToRPPOTrainerSync", "ToRSteps"],
-        "colocate_async": ["ToRPPOTrainerColocateAsync", "ToRSteps"],
-        "separate_async": ["ToRPPOTrainerSeparateAsync", "ToRSteps"],
-    }
+    # A ToR variant of each of veRL's trainer modes: ToR's steps mixed in before the mode's own class, which
+    # stays registered under its own name, unchanged.
+    verl_trainers = {"sync": "PPOTrainerSync", "colocate_async": "PPOTrainerColocateAsync"}
+    verl_trainers["separate_async"] = "PPOTrainerSeparateAsync"
+    assert report["verl_trainers"] == verl_trainers
+    assert report["tor_trainers"] == {mode: [f"ToR{cls}", "ToRSteps", cls] for mode, cls in verl_trainers.items()}
     assert report["qwen2_vl_patched"]
     assert report["engine_attached"]
     assert report["config_checks"]
