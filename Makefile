@@ -13,12 +13,13 @@ install: $(STAMP)
 
 # CPU-usable stack: torch 2.14.1 + torchvision 0.29.1 first (transformers' Qwen2.5-VL AutoProcessor needs a
 # working torchvision; without one veRL's hf_processor silently returns None), then the project with veRL.
+# transformers 5.9.0: what veRL's vllm extra pins, i.e. what GPU users run (veRL alone would resolve 5.10.x).
 # virtualenv<21.14.6 spares pip a long backtrack over tensordict's `packaging` cap.
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PIP) install --quiet -e ".[test]" "virtualenv<21.14.6" torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet -e ".[test]" "virtualenv<21.14.6" torch==2.14.1 torchvision==0.29.1 transformers==5.9.0
 	@# veRL's verl-core pulls torchcodec; a wheel that does not match the installed torch fails at import and
 	@# takes transformers' video processing down with it. Images never need it, so drop it when broken.
 	@$(PY) -c "import torchcodec" 2>/dev/null || { echo "torchcodec does not import here: uninstalling it (video decoding only)"; $(PIP) uninstall --quiet -y torchcodec; }
@@ -52,8 +53,8 @@ smoke: install
 
 # Every recipe in recipes/ end to end with SMOKE=1 (one CPU step each, ~2 min per run; `make test` runs one).
 smoke-recipes: install
-	@set -e; for recipe in recipes/qwen2_5_vl_*.sh; do \
-	  args=; case $$recipe in *_gamma_p.sh) args=0.5;; esac; \
+	@set -e; for recipe in recipes/qwen*.sh; do \
+	  args=; case $$recipe in *_gamma_p.sh) args=0.5;; *_separate_async.sh) continue;; esac; \
 	  echo "== $$recipe $$args"; SMOKE=1 PYTHON=$(abspath $(PY)) OUTPUT_DIR=$(CURDIR)/outputs/smoke-recipes bash $$recipe $$args; \
 	done
 	SMOKE=1 PYTHON=$(abspath $(PY)) OUTPUT_DIR=$(CURDIR)/outputs/smoke-recipes bash recipes/eval.sh

@@ -16,6 +16,7 @@
 #   DRY_RUN=1  print the command (with its environment) instead of running it
 #   PREFLIGHT=0  skip python -m verl_tor.preflight (driver, GPUs, vLLM, flash-attn, data, disk), run first
 #   MAX_PROMPT_LENGTH  prompt budget in tokens, images included (default: the recipe's, 2048; ViRL39K 8192)
+#   ROLLOUT_NNODES PARAMETER_SYNC_STEP  the separate_async recipes' rollout nodes (2) and local updates per step (4)
 #   FORWARD_ENV  names of variables forwarded to every Ray process (default: WANDB_API_KEY HF_TOKEN HF_HOME)
 #   PYTHON     the interpreter (default: python)
 
@@ -33,10 +34,36 @@ NNODES="${NNODES:-1}"
 LOGGER="${LOGGER:-console}"
 OUTPUT_DIR=$(realpath -m "${OUTPUT_DIR:-$HOME/verl_tor_runs}")
 
+# The models the recipes train, one row each: MODEL_FAMILY (verl_tor.testing.tiny_model --family: what SMOKE=1
+# swaps in, and the image patch size), parameters in billions (the preflight's disk estimate: a checkpoint with
+# optimizer state is 12 bytes each), GPUs per vLLM engine.
 QWEN25_VL_7B=Qwen/Qwen2.5-VL-7B-Instruct
 QWEN25_VL_3B=Qwen/Qwen2.5-VL-3B-Instruct
-# Parameters in billions, for the preflight's disk estimate (a checkpoint with optimizer state is 12 bytes each).
-declare -A PARAMS_B=(["$QWEN25_VL_7B"]=8.29 ["$QWEN25_VL_3B"]=3.75)
+QWEN3_VL_8B=Qwen/Qwen3-VL-8B-Instruct
+QWEN3_VL_4B=Qwen/Qwen3-VL-4B-Instruct
+QWEN3_VL_30B_A3B=Qwen/Qwen3-VL-30B-A3B-Instruct
+QWEN35_9B=Qwen/Qwen3.5-9B
+declare -A MODEL_FAMILY=(
+  ["$QWEN25_VL_7B"]=qwen2_5_vl ["$QWEN25_VL_3B"]=qwen2_5_vl
+  ["$QWEN3_VL_8B"]=qwen3_vl ["$QWEN3_VL_4B"]=qwen3_vl ["$QWEN3_VL_30B_A3B"]=qwen3_vl_moe
+  ["$QWEN35_9B"]=qwen3_5
+)
+declare -A PARAMS_B=(
+  ["$QWEN25_VL_7B"]=8.29 ["$QWEN25_VL_3B"]=3.75
+  ["$QWEN3_VL_8B"]=8.77 ["$QWEN3_VL_4B"]=4.44 ["$QWEN3_VL_30B_A3B"]=31.07
+  ["$QWEN35_9B"]=9.65
+)
+declare -A ROLLOUT_TP=(
+  ["$QWEN25_VL_7B"]=2 ["$QWEN25_VL_3B"]=1
+  ["$QWEN3_VL_8B"]=2 ["$QWEN3_VL_4B"]=1 ["$QWEN3_VL_30B_A3B"]=4
+  ["$QWEN35_9B"]=2
+)
+# Pixels per visual token: Qwen2.5-VL 28 x 28 (patch 14, merge 2), Qwen3-VL and Qwen3.5 32 x 32 (patch 16, merge 2).
+# The paper's 262,144-4,194,304 pixels are 334-5,350 Qwen2.5-VL tokens; the other families get the pixel range of
+# the same token counts, scaled by their pixels per token (recipes/README.md, "Other model families").
+declare -A PIXELS_PER_TOKEN=([qwen2_5_vl]=784 [qwen3_vl]=1024 [qwen3_vl_moe]=1024 [qwen3_5]=1024)
+PAPER_MIN_PIXELS=262144
+PAPER_MAX_PIXELS=4194304
 
 # Token budgets: a recipe may set PROMPT_LENGTH after sourcing this file (MAX_PROMPT_LENGTH overrides it). Prompts
 # count their image tokens (a 4,194,304-pixel image is ≈ 5,350); longer ones are dropped by veRL and counted in
@@ -47,8 +74,6 @@ RESPONSE_LENGTH=2048
 # Images per prompt that vLLM accepts and sizes its memory for (every converted dataset has one per row; the
 # preflight checks the data files against it), and the pixel range every image is resized into.
 IMAGES_PER_PROMPT=1
-MIN_PIXELS=262144
-MAX_PIXELS=4194304
 # Validation in batches of this many samples (prompts x val_kwargs.n): veRL otherwise validates in one batch and
 # TransferQueue holds every sample's float32 pixel values (≈ 6 MB at 262,144 pixels, 100 MB at 4,194,304) at once.
 VAL_SAMPLES_PER_BATCH=512
@@ -112,14 +137,40 @@ TOR=(
   tor.counterfactual=remove_image
 )
 
-# base_gpu MODEL TRAIN_FILE VAL_FILE [PROMPT_LENGTH]: fills BASE for 8 x 80 GB GPUs per node (recipes/README.md:
-# memory).
+# veRL's asynchronous trainer modes with ToR (README.md, "Trainer modes"); every other setting is the recipe's.
+# colocate_async: rollout and training share the GPUs; generation runs one batch ahead and is aborted at each weight
+# update, then resumed (partial rollouts).
+COLOCATE_ASYNC=(
+  trainer.v1.trainer_mode=tor_colocate_async
+  trainer.v1.colocate_async.num_warmup_batches=1
+)
+# separate_async: ROLLOUT_NNODES nodes only generate (beside the NNODES training nodes), weights go to them over NCCL;
+# each step is PARAMETER_SYNC_STEP local updates of train_batch_size / PARAMETER_SYNC_STEP prompts, which veRL
+# requires to equal the mini-batch (512 / 4 = 128, the paper's).
+ROLLOUT_NNODES="${ROLLOUT_NNODES:-2}"
+PARAMETER_SYNC_STEP="${PARAMETER_SYNC_STEP:-4}"
+SEPARATE_ASYNC=(
+  trainer.v1.trainer_mode=tor_separate_async
+  trainer.v1.separate_async.num_warmup_batches=1
+  trainer.v1.separate_async.parameter_sync_step="$PARAMETER_SYNC_STEP"
+  actor_rollout_ref.rollout.nnodes="$ROLLOUT_NNODES"
+  actor_rollout_ref.rollout.n_gpus_per_node="$N_GPUS_PER_NODE"
+  actor_rollout_ref.rollout.checkpoint_engine.backend=nccl
+)
+
+# base_gpu MODEL LOAD_PATH TRAIN_FILE VAL_FILE [PROMPT_LENGTH]: fills BASE for 8 x 80 GB GPUs per node
+# (recipes/README.md: memory). MODEL is a row of the model table (family, size); LOAD_PATH is what is loaded (MODEL
+# itself, a local copy, a merged checkpoint).
 base_gpu() {
-  local prompt_length=${4:-${MAX_PROMPT_LENGTH:-$PROMPT_LENGTH}}
+  local model=$1
+  local prompt_length=${5:-${MAX_PROMPT_LENGTH:-$PROMPT_LENGTH}}
+  local pixels_per_token=${PIXELS_PER_TOKEN[${MODEL_FAMILY[$model]}]}
+  local min_pixels=$((PAPER_MIN_PIXELS * pixels_per_token / 784))
+  local max_pixels=$((PAPER_MAX_PIXELS * pixels_per_token / 784))
   BASE=(
-    actor_rollout_ref.model.path="$1"
-    data.train_files="$2"
-    data.val_files="$3"
+    actor_rollout_ref.model.path="$2"
+    data.train_files="$3"
+    data.val_files="$4"
     data.image_key=images
     data.filter_overlong_prompts=true
     data.filter_overlong_prompts_workers=8
@@ -135,9 +186,9 @@ base_gpu() {
     data.max_response_length="$RESPONSE_LENGTH"
     trainer.total_epochs=15
     data.val_batch_size="$VAL_SAMPLES_PER_BATCH"
-    # Image pixels 262,144-4,194,304: the processor (dataset, agent loop and vLLM) resizes into this range.
-    +data.mm_processor_kwargs.min_pixels="$MIN_PIXELS"
-    +data.mm_processor_kwargs.max_pixels="$MAX_PIXELS"
+    # Image pixels (Qwen2.5-VL: 262,144-4,194,304): the processor (dataset, agent loop, vLLM) resizes into them.
+    +data.mm_processor_kwargs.min_pixels="$min_pixels"
+    +data.mm_processor_kwargs.max_pixels="$max_pixels"
     # Engine: FSDP2, bf16, flash-attention without padding, token-budgeted micro-batches.
     trainer.n_gpus_per_node="$N_GPUS_PER_NODE"
     trainer.nnodes="$NNODES"
@@ -152,9 +203,9 @@ base_gpu() {
     actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=16384
     actor_rollout_ref.actor.fsdp_config.param_offload=false
     actor_rollout_ref.actor.fsdp_config.optimizer_offload=false
-    # Rollout: vLLM, one engine per 2 GPUs, 60 % of the memory while generating (freed for training).
+    # Rollout: vLLM, one engine per ROLLOUT_TP GPUs, 60 % of the memory while generating (freed for training).
     actor_rollout_ref.rollout.name=vllm
-    actor_rollout_ref.rollout.tensor_model_parallel_size=2
+    actor_rollout_ref.rollout.tensor_model_parallel_size="${ROLLOUT_TP[$model]}"
     actor_rollout_ref.rollout.gpu_memory_utilization=0.6
     actor_rollout_ref.rollout.enforce_eager=false
     actor_rollout_ref.rollout.free_cache_engine=true
@@ -162,17 +213,18 @@ base_gpu() {
     # per prompt and no video (unset: 999 of each), images at our largest size (unset: the model's 12,845,056 pixels).
     actor_rollout_ref.rollout.max_model_len="$((prompt_length + RESPONSE_LENGTH))"
     "+actor_rollout_ref.rollout.engine_kwargs.vllm.limit_mm_per_prompt={image:$IMAGES_PER_PROMPT,video:0}"
-    "+actor_rollout_ref.rollout.engine_kwargs.vllm.mm_processor_kwargs={min_pixels:$MIN_PIXELS,max_pixels:$MAX_PIXELS}"
+    "+actor_rollout_ref.rollout.engine_kwargs.vllm.mm_processor_kwargs={min_pixels:$min_pixels,max_pixels:$max_pixels}"
   )
   BASE_ENV=()
 }
 
-# base_smoke RUN_DIR: fills BASE and BASE_ENV with the CPU swap (builds the tiny model and data unless DRY_RUN=1).
-# Two prompts x 4 responses of up to 8 tokens: enough for DAPO's filter to find groups with mixed accuracy.
+# base_smoke RUN_DIR MODEL: fills BASE and BASE_ENV with the CPU swap (builds a tiny model of MODEL's family and the
+# data unless DRY_RUN=1). Two prompts x 4 responses of up to 8 tokens: enough for DAPO's filter to find groups with
+# mixed accuracy.
 base_smoke() {
   local inputs="$1/smoke_inputs" overrides env
   if [[ $DRY_RUN != 1 && ! -f $inputs/model/config.json ]]; then
-    "$PYTHON" -m verl_tor.testing.tiny_model --out "$inputs/model" >/dev/null
+    "$PYTHON" -m verl_tor.testing.tiny_model --family "${MODEL_FAMILY[$2]}" --out "$inputs/model" >/dev/null
   fi
   if [[ $DRY_RUN != 1 && ! -f $inputs/data/val.parquet ]]; then
     "$PYTHON" -m verl_tor.testing.synthetic_data --out "$inputs/data" --train 32 --val 4 --seed 0 >/dev/null
@@ -272,12 +324,12 @@ run_recipe() {
   local train_file="$DATA_ROOT/$train_set/train.parquet" val_file="$DATA_ROOT/geo3k/test.parquet"
   if [[ $SMOKE == 1 ]]; then
     preflight
-    base_smoke "$run_dir"
+    base_smoke "$run_dir" "$model"
   else
     # Two checkpoints with optimizer state are kept (trainer.max_actor_ckpt_to_keep) plus eval.sh's merged copy.
     preflight --params-b "${PARAMS_B[$model]}" --checkpoints 2 --merged 1 --data "$train_file" "$val_file" \
       --max-images "$IMAGES_PER_PROMPT"
-    base_gpu "${MODEL_PATH:-$model}" "$train_file" "$val_file"
+    base_gpu "$model" "${MODEL_PATH:-$model}" "$train_file" "$val_file"
   fi
   run_overrides "$run_dir" "$name"
   local info

@@ -30,7 +30,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
-from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -43,8 +43,38 @@ GAMMA_P_SWEEP = ("0.1", "0.25", "0.5", "1.0", "1.5")
 INVOCATIONS = (
     [(name, ()) for name in TRAINING_RECIPES]
     + [(SWEEP, (value,)) for value in GAMMA_P_SWEEP]
-    + [("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",)), ("eval.sh", ("{checkpoint}",))]
+    + [("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",)), ("eval.sh", ("Qwen/Qwen3-VL-8B-Instruct",))]
+    + [("eval.sh", ("{checkpoint}",))]
 )
+# Recipes whose trainer mode cannot run on a CPU (separate_async syncs weights over NCCL): no SMOKE=1 command.
+GPU_ONLY = {name for name in TRAINING_RECIPES if "_separate_async" in name}
+SMOKE_INVOCATIONS = [(script, args) for script, args in INVOCATIONS if script not in GPU_ONLY]
+# What each recipe trains, by its name: the model-table row of its prefix, the trainer mode of its suffix.
+RECIPE_MODELS = {
+    "qwen2_5_vl_7b_": ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"),
+    "qwen2_5_vl_3b_": ("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl"),
+    "qwen3_vl_8b_": ("Qwen/Qwen3-VL-8B-Instruct", "qwen3_vl"),
+    "qwen3_vl_4b_": ("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl"),
+    "qwen3_vl_30b_a3b_": ("Qwen/Qwen3-VL-30B-A3B-Instruct", "qwen3_vl_moe"),
+    "qwen3_5_9b_": ("Qwen/Qwen3.5-9B", "qwen3_5"),
+}
+# The paper's 262,144-4,194,304 pixels are 334.4-5,349.9 visual tokens of 28 x 28 pixels (Qwen2.5-VL); the Qwen3
+# families' tokens cover 32 x 32 pixels, so the same token counts are 342,392-5,478,274 pixels.
+PIXEL_RANGES = {"qwen2_5_vl": (262144, 4194304), "qwen3_vl": (342392, 5478274)}
+PIXEL_RANGES.update(qwen3_vl_moe=PIXEL_RANGES["qwen3_vl"], qwen3_5=PIXEL_RANGES["qwen3_vl"])
+
+
+def recipe_model(script: str) -> tuple[str, str]:
+    """(model-table row, family) a recipe trains."""
+    return next(value for prefix, value in RECIPE_MODELS.items() if script.startswith(prefix))
+
+
+def recipe_trainer_mode(script: str) -> str:
+    uses_tor = "_tor" in script or "_only" in script
+    mode = next((mode for mode in ("colocate_async", "separate_async") if script.endswith(f"_{mode}.sh")), "sync")
+    return f"tor_{mode}" if uses_tor else mode
+
+
 SMOKE_RUN_TIMEOUT_S = 600
 CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_tor.config"}
 # Variables the recipes read from the caller's environment; the dry runs start without them.
@@ -138,6 +168,7 @@ def recipe_dir(tmp_path_factory) -> Path:
     """Working folder of the dry runs, with an (empty) checkpoint folder laid out as a recipe writes it."""
     path = tmp_path_factory.mktemp("recipes")
     (path / "runs" / "some_run" / "checkpoints" / "global_step_60" / "actor").mkdir(parents=True)
+    (path / "runs" / "some_run" / "run.json").write_text(json.dumps({"recipe_model": "Qwen/Qwen3-VL-4B-Instruct"}))
     return path
 
 
@@ -196,11 +227,19 @@ def test_fast_composition_equals_hydra_compose(script, recipe_dir):
     assert OmegaConf.to_container(fast) == OmegaConf.to_container(full)
 
 
-@pytest.mark.parametrize("smoke", [False, True], ids=["gpu", "smoke"])
-@pytest.mark.parametrize(("script", "args"), INVOCATIONS, ids=[" ".join((s, *a)) for s, a in INVOCATIONS])
-def test_recipe_config_is_valid_for_verl(script, args, smoke, recipe_config, tiny_model_dir):
+RECIPE_CASES = [(s, a, False) for s, a in INVOCATIONS] + [(s, a, True) for s, a in SMOKE_INVOCATIONS]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "smoke"),
+    RECIPE_CASES,
+    ids=[" ".join((s, *a, "smoke" if k else "gpu")) for s, a, k in RECIPE_CASES],
+)
+def test_recipe_config_is_valid_for_verl(script, args, smoke, recipe_config, tiny_model_dirs):
     config, environment = recipe_config(script, args, smoke)
-    trainer = check_like_main_ppo(config, tiny_model_dir)
+    # veRL's HFModelConfig checks are run against a tiny model of the recipe's family (eval.sh: the table row).
+    family = recipe_model(script)[1] if script != "eval.sh" else "qwen2_5_vl"
+    trainer = check_like_main_ppo(config, tiny_model_dirs[family])
     if smoke:
         assert environment.get("VERL_PLATFORM") == "cpu"
         assert config.actor_rollout_ref.rollout.name == "hf"
@@ -208,12 +247,21 @@ def test_recipe_config_is_valid_for_verl(script, args, smoke, recipe_config, tin
     else:
         assert environment == {}
         assert config.actor_rollout_ref.rollout.name == "vllm"
-    if config.trainer.v1.trainer_mode == "tor_sync":
-        assert trainer.tor_enabled
+    mode = config.trainer.v1.trainer_mode
+    if mode.startswith("tor_"):
+        assert trainer.tor_enabled and trainer.trainer_mode == mode.removeprefix("tor_")
     dapo = bool(config.algorithm.filter_groups.enable)
     assert trainer.replay_buffer.filter_groups_metric == ("acc" if dapo else None)
-    # Baselines and ToR arms sample alike: veRL's sync replay buffer (DAPO refills, no off-policy machinery).
-    assert type(trainer.replay_buffer) is ReplayBuffer
+    # Baselines and ToR arms of a mode sample alike: veRL's sync replay buffer (DAPO refills, no off-policy
+    # machinery) in the synchronous mode, its asynchronous one in the others.
+    expected_buffer = ReplayBuffer if mode.removeprefix("tor_") == "sync" else ReplayBufferAsync
+    assert type(trainer.replay_buffer) is expected_buffer
+
+
+def test_gpu_only_recipes_refuse_smoke_runs(tmp_path):
+    for script in GPU_ONLY:
+        refused = run_script(script, (), tmp_path, SMOKE="1", DRY_RUN="1")
+        assert refused.returncode == 2 and "NCCL" in refused.stderr, script
 
 
 def _algorithm_settings(config: DictConfig) -> dict:
@@ -231,7 +279,7 @@ def _algorithm_settings(config: DictConfig) -> dict:
     }
 
 
-@pytest.mark.parametrize(("script", "args"), INVOCATIONS, ids=[" ".join((s, *a)) for s, a in INVOCATIONS])
+@pytest.mark.parametrize(("script", "args"), SMOKE_INVOCATIONS, ids=[" ".join((s, *a)) for s, a in SMOKE_INVOCATIONS])
 def test_smoke_keeps_the_algorithm_and_tor_settings(script, args, recipe_config):
     """SMOKE=1 swaps model, data, device, rollout, sizes and steps only: every algorithm/ToR value is the GPU one."""
     gpu, _ = recipe_config(script, args, False)
@@ -248,7 +296,8 @@ def test_gpu_recipe_has_the_papers_setting(script, recipe_config):
     assert data.val_batch_size == 512
     assert (actor.optim.lr, actor.optim.lr_scheduler_type, actor.optim.lr_warmup_steps_ratio) == (1e-6, "constant", 0)
     assert (rollout.temperature, rollout.top_p, rollout.top_k) == (1.0, 1.0, -1)
-    assert dict(data.mm_processor_kwargs) == {"min_pixels": 262144, "max_pixels": 4194304}
+    model, family = recipe_model(script)
+    assert tuple(data.mm_processor_kwargs.values()) == PIXEL_RANGES[family]
     assert config.reward.custom_reward_function.path == "pkg://verl_tor.eval.rewards"
     assert not rollout.val_kwargs.do_sample and rollout.val_kwargs.n == 1
     if "_dapo" in script:
@@ -259,10 +308,8 @@ def test_gpu_recipe_has_the_papers_setting(script, recipe_config):
         assert actor.use_kl_loss and (actor.kl_loss_coef, actor.kl_loss_type) == (0.01, "low_var_kl")
         assert (actor.clip_ratio_low, actor.clip_ratio_high) == (0.2, 0.2)
         assert not config.algorithm.filter_groups.enable
-    uses_tor = "_tor" in script or "_only" in script
-    assert config.trainer.v1.trainer_mode == ("tor_sync" if uses_tor else "sync")
-    expected_model = "Qwen/Qwen2.5-VL-3B-Instruct" if "_3b_" in script else "Qwen/Qwen2.5-VL-7B-Instruct"
-    assert config.actor_rollout_ref.model.path == expected_model
+    assert config.trainer.v1.trainer_mode == recipe_trainer_mode(script)
+    assert config.actor_rollout_ref.model.path == model
     assert data.train_files.endswith("virl39k/train.parquet" if "virl39k" in script else "geo3k/train.parquet")
 
 
@@ -398,8 +445,11 @@ def names_verl_reads() -> frozenset[str]:
     return frozenset(names)
 
 
-@pytest.mark.parametrize("smoke", [False, True], ids=["gpu", "smoke"])
-@pytest.mark.parametrize(("script", "args"), INVOCATIONS, ids=[" ".join((s, *a)) for s, a in INVOCATIONS])
+@pytest.mark.parametrize(
+    ("script", "args", "smoke"),
+    RECIPE_CASES,
+    ids=[" ".join((s, *a, "smoke" if k else "gpu")) for s, a, k in RECIPE_CASES],
+)
 def test_every_override_is_declared_and_used_by_verl(script, args, smoke, recipe_command):
     """A key veRL's installed config does not declare is an error (a `+key` only below a mapping veRL reads and
     passes on whole), and so is a declared key whose name veRL's source never uses: such an override changes nothing. This
