@@ -44,6 +44,7 @@ from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 from verl.workers.rollout.utils import get_vision_placeholder_token_ids
 
 from verl_tor.cpu.rollout_hf import ROLLOUT_NAME
+from verl_tor.cpu.rollout_hf.weights import pack_expert_weights
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ class HFRolloutServer:
 
     def _load_weights(self, named_tensors: dict[str, torch.Tensor]) -> None:
         with self._model_lock:
-            _, unexpected = self.model.load_state_dict(named_tensors, strict=False)
+            _, unexpected = self.model.load_state_dict(pack_expert_weights(named_tensors), strict=False)
         if unexpected:
             raise KeyError(f"hf rollout got weights the model does not have: {unexpected[:5]}")
 
