@@ -135,6 +135,9 @@ TOR=(
   tor.other_weight=0.0
   tor.entropy_top_p=0.95
   tor.counterfactual=remove_image
+  # Token inspector (README.md): 8 samples in full every 5 steps, into the run's checkpoint folder.
+  tor.inspect.samples_per_step=8
+  tor.inspect.every_n_steps=5
 )
 
 # veRL's asynchronous trainer modes with ToR (README.md, "Trainer modes"); every other setting is the recipe's.

@@ -254,3 +254,40 @@ def test_judge_extracted_answers_are_graded_per_benchmark(tmp_path, monkeypatch,
     assert "answers extracted by …" in out.read_text()
     with pytest.raises(SystemExit):
         main([str(eval_dir), "--out", str(out), "--judge-url", judge_url])
+
+
+def test_tor_runs_link_their_token_inspector_page(runs, tmp_path):
+    """A run whose trainer recorded tokens (its tor_inspect.jsonl, written here by the recorder itself) gets its
+    inspector page written and linked; a run without one gets neither."""
+    import torch
+
+    from verl_tor.inspect.record import InspectConfig, InspectRecorder, StepBatch
+
+    paper_run, other = runs
+
+    class Tokenizer:
+        def decode(self, ids, skip_special_tokens=False):
+            return " ".join(f"t{i}" for i in ids)
+
+    recorder = InspectRecorder(InspectConfig(samples_per_step=1), str(paper_run / "checkpoints"), Tokenizer())
+    recorder.write_run_header(paper_run.name, {})
+    one = torch.ones(3)
+    batch = StepBatch(
+        rows=[0], prompts=[torch.tensor([1, 2])], responses=[torch.tensor([3, 4, 5])], response_mask=[one.bool()],
+        entropy=[one], sensitivity=[one], reasoning=[one.bool()], perception=[~one.bool()], weights=[one],
+        advantages=[one], metrics={f"{n}_{k}": 1.0 for n in ("reasoning", "perception") for k in ("threshold", "fraction")}
+        | {"overlap_fraction": 0.0},
+    )  # fmt: skip
+    sample = recorder.sample_record(
+        batch, 0, uid="u", data_source="geo3k", extra_info=None, reward=1.0, acc=1.0, multi_modal_inputs=None
+    )
+    recorder.record_step(1, batch, [sample])
+
+    main([str(paper_run), str(other), "--out", str(tmp_path / "results.md")])
+    report = (tmp_path / "results.md").read_text()
+    section = report.split("## Token inspector", 1)[1]
+    page = paper_run / "inspect.html"
+    links = [line for line in section.splitlines() if line.startswith("- [")]
+    assert links == [f"- [{paper_run.name}]({page.relative_to(tmp_path)})"]
+    assert "t3" in page.read_text()
+    assert not (other / "inspect.html").exists()

@@ -35,6 +35,8 @@ from typing import Any
 
 from data_prep import BENCHMARKS, DATA_SOURCES
 from verl_tor.eval.judge import Judge, judged_accuracy
+from verl_tor.inspect.page import write_page
+from verl_tor.inspect.reader import find_inspect_file
 
 # Paper Table 4: Qwen2.5-VL-7B-Instruct trained on Geometry3K, greedy decoding, accuracy % (LLM-judged).
 PAPER_MODEL = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -229,8 +231,9 @@ def filter_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(runs: Sequence[Run], png: str | None = None) -> str:
-    """The report: one table per protocol (greedy first), each with the grading note, then the curves."""
+def markdown_report(runs: Sequence[Run], png: str | None = None, pages: dict[str, str] | None = None) -> str:
+    """The report: one table per protocol (greedy first), each with the grading note, then the curves, the rows the
+    prompt filter removed and the token inspector pages (``pages``: run name → link) of the ToR runs."""
     rows = [row for run in runs for row in run.rows]
     parts = ["# ToR reproduction results", ""]
     if not rows:
@@ -248,6 +251,14 @@ def markdown_report(runs: Sequence[Run], png: str | None = None) -> str:
             "Prompts longer than the budget (image tokens included) that veRL's `data.filter_overlong_prompts` drops."
         )
         parts += ["## Rows removed by the prompt-length filter", "", f"> {note}", "", filter_table(runs), ""]
+    if pages:
+        parts += [
+            "## Token inspector",
+            "",
+            "Which response tokens ToR weighted, per recorded step (`tor.inspect`):",
+            "",
+        ]
+        parts += [f"- [{name}]({link})" for name, link in pages.items()] + [""]
     return "\n".join(parts)
 
 
@@ -304,8 +315,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs = [load_run(folder, judge) for folder in args.runs]
     png = args.png or args.out.with_name(args.out.stem + "_curves.png")
     plot_curves(runs, png)
-    args.out.write_text(markdown_report(runs, os.path.relpath(png, args.out.parent)))
-    print(f"wrote {args.out} and {png}")
+    # Each ToR run that recorded tokens gets its inspector page written next to its checkpoints' folder.
+    pages = {
+        run.name: os.path.relpath(write_page(str(run.folder)), args.out.parent)
+        for run in runs
+        if find_inspect_file(str(run.folder))
+    }
+    args.out.write_text(markdown_report(runs, os.path.relpath(png, args.out.parent), pages))
+    print(f"wrote {args.out} and {png}" + "".join(f", {page}" for page in pages.values()))
 
 
 if __name__ == "__main__":
