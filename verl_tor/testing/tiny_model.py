@@ -221,8 +221,8 @@ def _qwen2_5_vl_config(size: TinySize, ids: dict[str, int], vocab_size: int):
     )
 
 
-def _qwen3_vl_text(size: TinySize, ids: dict[str, int], vocab_size: int) -> dict:
-    head_dim = size.hidden // size.heads
+def _decoder_text(size: TinySize, ids: dict[str, int], vocab_size: int) -> dict:
+    """The text config keys the Qwen3 families share (sizes, special ids); each adds its attention and rope."""
     return {
         "vocab_size": vocab_size,
         "hidden_size": size.hidden,
@@ -230,18 +230,23 @@ def _qwen3_vl_text(size: TinySize, ids: dict[str, int], vocab_size: int) -> dict
         "num_hidden_layers": size.layers,
         "num_attention_heads": size.heads,
         "num_key_value_heads": max(1, size.heads // 2),
-        "head_dim": head_dim,
+        "head_dim": size.hidden // size.heads,
         "max_position_embeddings": 4096,
-        # Interleaved M-RoPE ([24, 20, 20] of 64 in the released models).
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 5000000.0,
-            "mrope_section": _scaled_mrope_section(head_dim // 2, [24, 20, 20]),
-            "mrope_interleaved": True,
-        },
         **_text_ids(ids),
         "tie_word_embeddings": False,
     }
+
+
+def _qwen3_vl_text(size: TinySize, ids: dict[str, int], vocab_size: int) -> dict:
+    text = _decoder_text(size, ids, vocab_size)
+    # Interleaved M-RoPE ([24, 20, 20] of 64 in the released models).
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 5000000.0,
+        "mrope_section": _scaled_mrope_section(text["head_dim"] // 2, [24, 20, 20]),
+        "mrope_interleaved": True,
+    }
+    return text
 
 
 def _qwen3_vl_config(size: TinySize, ids: dict[str, int], vocab_size: int, moe: bool = False):
@@ -260,34 +265,26 @@ def _qwen3_vl_config(size: TinySize, ids: dict[str, int], vocab_size: int, moe: 
 def _qwen3_5_config(size: TinySize, ids: dict[str, int], vocab_size: int, moe: bool = False):
     from transformers import Qwen3_5Config, Qwen3_5MoeConfig
 
-    head_dim = size.hidden // size.heads
     rotary_fraction = 0.25  # the released models rotate a quarter of each head
-    text = {
-        "vocab_size": vocab_size,
-        "hidden_size": size.hidden,
-        "intermediate_size": 2 * size.hidden,
-        "num_hidden_layers": size.layers,
-        "num_attention_heads": size.heads,
-        "num_key_value_heads": max(1, size.heads // 2),
-        "head_dim": head_dim,
-        "max_position_embeddings": 4096,
-        # Three linear-attention (gated delta net) layers, then one full-attention layer, as released.
-        "layer_types": ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(size.layers)],
-        "linear_conv_kernel_dim": 4,
-        "linear_num_key_heads": 2,
-        "linear_num_value_heads": 4,
-        "linear_key_head_dim": 16,
-        "linear_value_head_dim": 16,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": 10000000.0,
-            "partial_rotary_factor": rotary_fraction,
-            "mrope_section": _scaled_mrope_section(int(head_dim * rotary_fraction) // 2, [11, 11, 10]),
-            "mrope_interleaved": True,
-        },
-        **_text_ids(ids),
-        "tie_word_embeddings": False,
-    }
+    text = _decoder_text(size, ids, vocab_size)
+    text.update(
+        {
+            # Three linear-attention (gated delta net) layers, then one full-attention layer, as released.
+            "layer_types": ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(size.layers)],
+            "linear_conv_kernel_dim": 4,
+            "linear_num_key_heads": 2,
+            "linear_num_value_heads": 4,
+            "linear_key_head_dim": 16,
+            "linear_value_head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000000.0,
+                "partial_rotary_factor": rotary_fraction,
+                "mrope_section": _scaled_mrope_section(int(text["head_dim"] * rotary_fraction) // 2, [11, 11, 10]),
+                "mrope_interleaved": True,
+            },
+        }
+    )
     if moe:
         text.pop("intermediate_size")
         text.update(
