@@ -250,6 +250,94 @@ def test_suppress_vision_tokens_option(model_config):
     assert vision | placeholders <= set(HFRolloutServer(config, model_config).banned_token_ids)
 
 
+def _seeded_server(model_config, seed=0, max_batch_size=64):
+    from verl_tor.cpu.rollout_hf.server import HFRolloutServer
+
+    hf = {"seeded_sampling": True, "max_batch_size": max_batch_size}
+    return HFRolloutServer(_rollout_config(seed=seed, engine_kwargs={"hf": hf}), model_config)
+
+
+def _colour_prompts(model_config, colours):
+    """(prompt ids, [image]) of one question about a solid picture of each colour: same ids, different pixels."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]}]
+    text = model_config.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompts = []
+    for colour in colours:
+        image = Image.fromarray(np.full((56, 56, 3), colour, dtype=np.uint8))
+        ids = model_config.processor(text=[text], images=[image], return_tensors="pt")["input_ids"][0].tolist()
+        prompts.append((ids, [image]))
+    return prompts
+
+
+def _responses_in_order(server, prompts, order, params=SAMPLE):
+    """Send ``prompts`` concurrently in ``order`` (one request per entry); the responses by prompt position."""
+
+    async def requests():
+        calls = [
+            server.generate(prompts[i][0], dict(params), f"r{k}", image_data=prompts[i][1]) for k, i in enumerate(order)
+        ]
+        return await asyncio.gather(*calls)
+
+    outputs = asyncio.run(requests())
+    by_prompt = {}
+    for i, output in zip(order, outputs, strict=True):
+        by_prompt.setdefault(i, []).append(tuple(output.token_ids))
+    return {i: sorted(responses) for i, responses in by_prompt.items()}
+
+
+@QWEN2_5_VL_ONLY
+def test_seeded_sampling_gives_the_same_responses_whatever_the_batching_and_arrival_order(model_config):
+    """The n responses of each prompt are the same set when the requests arrive in another order and are sampled
+    in other batches; another seed or another step gives other responses; prompts differing only in their
+    pixels get different draws."""
+    prompts = _colour_prompts(model_config, [(220, 30, 30), (30, 60, 220), (30, 170, 50)])
+    order = [i for i in range(len(prompts)) for _ in range(4)]  # 4 responses per prompt, grouped like veRL's
+    first = _responses_in_order(_seeded_server(model_config), prompts, order)
+    shuffled = list(np.random.default_rng(0).permutation(order))
+    assert _responses_in_order(_seeded_server(model_config, max_batch_size=5), prompts, shuffled) == first
+    one_by_one = _seeded_server(model_config, max_batch_size=1)
+    assert _responses_in_order(one_by_one, prompts, order[::-1]) == first
+    assert len({response for responses in first.values() for response in responses}) > 4
+    assert _responses_in_order(_seeded_server(model_config, seed=1), prompts, order) != first
+    next_step = _seeded_server(model_config)
+    asyncio.run(next_step.set_global_steps(2))
+    assert _responses_in_order(next_step, prompts, order) != first
+
+
+@QWEN2_5_VL_ONLY
+def test_seeded_sampling_draws_from_the_warped_distribution(model_config):
+    """First-token frequencies over many seeded requests match transformers' warped distribution (temperature,
+    top-k, top-p), computed from the logits of one forward pass; log-probs stay those of the unwarped
+    temperature distribution."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    server = _seeded_server(model_config)
+    (prompt,) = _colour_prompts(model_config, [(220, 30, 30)])
+    with torch.no_grad():  # a sharper distribution than the random model's, so that top-k and top-p cut
+        server.model.lm_head.weight.mul_(20.0)
+    inputs = server._model_inputs([prompt])
+    with torch.no_grad():
+        logits = server.model(**inputs).logits[:, -1].float()
+    logits[:, server._banned] = float("-inf")
+    n = 3000
+    for temperature, top_k, top_p in ((1.0, -1, 1.0), (0.7, 5, 0.8)):
+        params = {**SAMPLE, "temperature": temperature, "top_k": top_k, "top_p": top_p, "max_tokens": 1}
+        counts = torch.zeros(logits.shape[-1])
+        for response in _responses_in_order(server, [prompt], [0] * n, params)[0]:
+            counts[response[0]] += 1
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        warpers += [TopKLogitsWarper(top_k)] if top_k > 0 else []
+        warpers += [TopPLogitsWarper(top_p)] if top_p < 1 else []
+        expected = torch.softmax(warpers(inputs["input_ids"], logits.clone()), dim=-1)[0]
+        assert counts[expected == 0].sum() == 0
+        # Each frequency within 4 binomial standard deviations (plus a little) of its probability.
+        tolerance = 4 * (expected * (1 - expected) / n).sqrt() + 2 / n
+        assert ((counts / n - expected).abs() <= tolerance).all(), (counts / n, expected)
+        (one,) = _generate(server, prompt, {**params, "max_tokens": 3})
+        reference = _reference_log_probs(server, prompt, one.token_ids, temperature)
+        torch.testing.assert_close(torch.tensor(one.log_probs), reference, atol=1e-4, rtol=1e-4)
+
+
 class _InProcessActor:
     """A Ray actor handle for an object of this process, as veRL's code uses one: ``handle.method.remote(...)``
     starts the call at once on copies of its arguments (Ray sends them serialized) and returns an awaitable.

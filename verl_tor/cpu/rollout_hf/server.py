@@ -17,11 +17,22 @@ answered with the tokens it has so far (log-probs included) and ``stop_reason="a
 none is left, so the weights can be replaced. Requests that arrive while the gate is closed wait until
 ``resume_generation`` (or, after ``abort_all_requests(reject_request=True)``, are answered at once with an empty
 aborted output). The client resends prompt + partial tokens with the budget that is left.
+
+Seeded sampling (``seeded_sampling``, off by default): transformers samples every row of a ``generate`` call from
+the global torch RNG, so a response depends on which concurrent requests were batched with it and in what order
+they arrived. With the option on, each sampled request gets its own generator, seeded from the rollout seed, the
+replica, the global step, the request's content (prompt ids and image pixels) and how many identical requests this
+replica admitted before it in the step; it samples by the exponential race (argmax of p / E with E ~ Exp(1) from
+its own generator after transformers' temperature, top-k and top-p warpers), which draws from the same
+distribution. Its response then depends only on those, not on the batching: a synchronous run with one replica
+samples the same responses every time (up to float rounding differences between batch shapes, which can flip a
+near-tie).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import threading
@@ -29,11 +40,20 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from torch.distributed.device_mesh import DeviceMesh
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from verl.plugin.platform import get_platform
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.device import get_device_name
@@ -61,6 +81,8 @@ class HFRolloutOptions:
     """Also never sample ``<|vision_start|>``/``<|vision_end|>``/``<|vision_pad|>`` (a random model does)."""
     max_batch_size: int = 64
     """At most this many requests are sampled in one ``generate`` call."""
+    seeded_sampling: bool = False
+    """Sample each request from its own seeded generator (module doc): responses independent of batching."""
 
     @classmethod
     def from_config(cls, config: RolloutConfig) -> HFRolloutOptions:
@@ -106,12 +128,45 @@ class _StopWhen(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.predicate(), dtype=torch.bool, device=input_ids.device)
 
 
+class _SeededSampling(LogitsProcessor):
+    """Transformers' temperature, top-k and top-p warpers, then an exponential race with one generator per row.
+
+    Greedy decoding of the result (``do_sample=False``) picks ``argmax_v log p(v) - log E_v`` with E_v ~ Exp(1)
+    drawn from the row's generator, i.e. a sample of the warped distribution, the same one ``do_sample=True``
+    draws from. Each row draws one vector per generated position, so its tokens depend only on its seed and its
+    own logits.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_k: int, top_p: float, device: torch.device):
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        if top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        warped = torch.log_softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        rows = zip(warped, self.generators, strict=True)
+        races = torch.stack([torch.empty_like(row).exponential_(generator=generator) for row, generator in rows])
+        return warped - races.log()
+
+
+def _image_bytes(image: Any) -> bytes:
+    """The pixels (and their shape) of an image as veRL's agent loop passes it (PIL image, array or tensor)."""
+    if hasattr(image, "tobytes") and hasattr(image, "mode"):  # PIL
+        return f"{image.mode}{image.size}".encode() + image.tobytes()
+    array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    return f"{array.dtype}{array.shape}".encode() + array.tobytes()
+
+
 @dataclass
 class _Request:
     prompt_ids: list[int]
     images: list[Any] | None
     sampling_params: dict[str, Any]
     future: asyncio.Future  # resolves to (Sampled, global step of the weights that sampled it)
+    seed: int | None = None  # seeded sampling's per-request seed
 
 
 def _server_name(replica_rank: int, name_suffix: str = "", role: str = "") -> str:
@@ -165,6 +220,9 @@ class HFRolloutServer:
         self._aborts = 0
         self._in_flight: set[str] = set()
         self._model_lock = threading.Lock()
+        # Seeded sampling: how many requests of each content this replica admitted in the current step.
+        self._admitted_step: int | None = None
+        self._admitted: dict[bytes, int] = {}
 
     def _banned_token_ids(self) -> list[int]:
         banned = set(get_vision_placeholder_token_ids(self.processor)) if self.processor is not None else set()
@@ -210,30 +268,50 @@ class HFRolloutServer:
             max_new_tokens(self.config, prompt_length, sampling_params),
         )
 
+    def _request_seed(self, prompt_ids: Sequence[int], images: Sequence[Any] | None) -> int:
+        """Seeded sampling's seed of a request admitted now: rollout seed, replica, global step, content, and how
+        many requests of the same content this replica admitted before in the step (identical requests, e.g. the
+        n responses of a prompt, get different seeds, and which one gets which does not matter)."""
+        content = hashlib.sha256(np.asarray(prompt_ids, dtype=np.int64).tobytes())
+        for image in images or []:
+            content.update(_image_bytes(image))
+        digest = content.digest()
+        if self._admitted_step != self.global_steps:
+            self._admitted_step, self._admitted = self.global_steps, {}
+        count = self._admitted.get(digest, 0)
+        self._admitted[digest] = count + 1
+        key = f"{self.config.seed}|{self.replica_rank}|{self.global_steps}|{count}|".encode() + digest
+        return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1  # a non-negative int64
+
     @torch.no_grad()
     def generate_batch(
         self,
         prompts: Sequence[tuple[list[int], Sequence[Any] | None]],
         sampling_params: dict[str, Any],
         stop: Callable[[], bool] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Sampled]:
         """Sample one response per (prompt ids, images): token ids (with EOS where a response stopped there) and
         their log-probs. The response budget is the smallest of the prompts' budgets. Once ``stop()`` holds, every
-        row ends after its current token; a row that had neither reached EOS nor the budget is ``"aborted"``."""
+        row ends after its current token; a row that had neither reached EOS nor the budget is ``"aborted"``.
+        ``seeds`` (one per prompt): sample each row from its own generator (:class:`_SeededSampling`) instead of
+        the global RNG."""
         from transformers import GenerationConfig
 
         temperature = float(sampling_params.get("temperature", 1.0))
         greedy = temperature <= 0
-        top_k = int(sampling_params.get("top_k", -1))
+        top_k = max(int(sampling_params.get("top_k", -1)), 0)  # top_k 0 is off
+        top_p = float(sampling_params.get("top_p", 1.0))
         budget = min(max_new_tokens(self.config, len(ids), sampling_params) for ids, _ in prompts)
-        # Unset values fall back to transformers' defaults (top_k 50): give every sampling value; top_k 0 is off.
-        sampling = {}
-        if not greedy:
-            sampling = {"temperature": temperature, "top_p": float(sampling_params.get("top_p", 1.0))}
-            sampling["top_k"] = max(top_k, 0)
+        # Unset values fall back to transformers' defaults (top_k 50): give every sampling value.
+        sampling, processors = {}, LogitsProcessorList()
+        if not greedy and seeds is not None:
+            # Transformers' sampling step draws from the global RNG: warp and draw in a processor, decode greedily.
+            processors.append(_SeededSampling(seeds, temperature, top_k, top_p, self.device))
+        elif not greedy:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
         generation_config = GenerationConfig(
             max_new_tokens=budget,
-            do_sample=not greedy,
             **sampling,
             repetition_penalty=float(sampling_params.get("repetition_penalty", 1.0)),
             suppress_tokens=self.banned_token_ids or None,
@@ -244,7 +322,12 @@ class HFRolloutServer:
         )
         inputs = self._model_inputs(prompts)
         stopping_criteria = StoppingCriteriaList([_StopWhen(stop)] if stop is not None else [])
-        output = self.model.generate(**inputs, generation_config=generation_config, stopping_criteria=stopping_criteria)
+        output = self.model.generate(
+            **inputs,
+            generation_config=generation_config,
+            logits_processor=processors,
+            stopping_criteria=stopping_criteria,
+        )
         sequences = output.sequences[:, inputs["input_ids"].shape[1] :]
         logits = torch.stack(output.logits, dim=1).float()  # (batch, new tokens, vocab), before any processor
         logits[..., self._banned] = float("-inf")
@@ -261,13 +344,18 @@ class HFRolloutServer:
         return results
 
     def _sample_locked(
-        self, prompts: Sequence[tuple[list[int], Sequence[Any] | None]], sampling_params: dict[str, Any], aborts: int
+        self,
+        prompts: Sequence[tuple[list[int], Sequence[Any] | None]],
+        sampling_params: dict[str, Any],
+        aborts: int,
+        seeds: Sequence[int] | None,
     ) -> tuple[list[Sampled], int | None]:
         """``generate_batch`` (run off the event loop) with the model held, until an abort after ``aborts``;
         also returns the global step of the weights it sampled with."""
         with self._model_lock:
             global_steps = self.global_steps
-            return self.generate_batch(prompts, sampling_params, stop=lambda: self._aborts != aborts), global_steps
+            sampled = self.generate_batch(prompts, sampling_params, stop=lambda: self._aborts != aborts, seeds=seeds)
+            return sampled, global_steps
 
     async def _serve_queue(self) -> None:
         """Sample queued requests in batches, grouped by sampling parameters."""
@@ -287,8 +375,9 @@ class HFRolloutServer:
                     else:
                         # Off the event loop, so that an abort can be taken while the group generates.
                         prompts = [(request.prompt_ids, request.images) for request in group]
+                        seeds = [request.seed for request in group] if group[0].seed is not None else None
                         sampled, global_steps = await asyncio.to_thread(
-                            self._sample_locked, prompts, group[0].sampling_params, self._aborts
+                            self._sample_locked, prompts, group[0].sampling_params, self._aborts, seeds
                         )
                         results = [(response, global_steps) for response in sampled]
                 except Exception as error:
@@ -324,7 +413,9 @@ class HFRolloutServer:
             await self._resumed.wait()
         # No await between the gate check and the queue: an abort either parks this request or answers it.
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(list(prompt_ids), image_data, dict(sampling_params), future))
+        seeded = self.options.seeded_sampling and float(sampling_params.get("temperature", 1.0)) > 0
+        seed = self._request_seed(prompt_ids, image_data) if seeded else None
+        self._queue.append(_Request(list(prompt_ids), image_data, dict(sampling_params), future, seed))
         self._in_flight.add(request_id)
         if self._server_task is None or self._server_task.done():
             self._server_task = asyncio.create_task(self._serve_queue())
