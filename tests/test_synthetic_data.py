@@ -70,3 +70,21 @@ def test_override_cli_prints_the_list(tmp_path):
     env = subprocess.run(command + ["--env"], capture_output=True, text=True, check=True).stdout.splitlines()
     assert env == [f"{name}={value}" for name, value in cpu_env().items()]
     assert "VERL_PLATFORM=cpu" in env
+
+
+def test_block_jitter_is_one_offset_per_block_within_the_jitter():
+    from verl_tor.testing.synthetic_data import JITTER, colour_image_png
+
+    png = colour_image_png("blue", np.random.default_rng(0), size=56, block=7)
+    pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
+    blocks = pixels.reshape(8, 7, 8, 7, 3)
+    assert (blocks == blocks[:, :1, :, :1]).all()
+    offsets = blocks[:, 0, :, 0] - np.array(COLOURS["blue"])
+    assert np.abs(offsets).max() <= JITTER and len(np.unique(offsets.reshape(-1, 3), axis=0)) > 32
+    # Per pixel (the default) the same generator state gives the same picture as before blocks existed.
+    rng, reference = np.random.default_rng(1), np.random.default_rng(1)
+    noise = reference.integers(-JITTER, JITTER + 1, size=(56, 56, 3), dtype=np.int16)
+    expected = np.clip(np.array(COLOURS["red"]) + noise, 0, 255)
+    assert (np.asarray(Image.open(io.BytesIO(colour_image_png("red", rng)))) == expected).all()
+    with pytest.raises(ValueError):
+        colour_image_png("red", rng, size=56, block=5)

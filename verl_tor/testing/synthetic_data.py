@@ -36,12 +36,16 @@ MULTI_IMAGE_QUESTION = "What colour are the images? Answer with one word."
 TEXT_QUESTION = "The colour is {colour}. What colour is it? Answer with one word."
 
 
-def colour_image_png(colour: str, rng: np.random.Generator, size: int = IMAGE_SIZE) -> bytes:
-    """PNG bytes of a ``size`` x ``size`` picture of ``colour`` with per-pixel jitter of up to +-JITTER."""
+def colour_image_png(colour: str, rng: np.random.Generator, size: int = IMAGE_SIZE, block: int = 1) -> bytes:
+    """PNG bytes of a ``size`` x ``size`` picture of ``colour`` with jitter of up to +-JITTER per ``block`` x
+    ``block`` square of pixels (``block`` divides ``size``; 1: per pixel)."""
     from PIL import Image
 
+    if size % block:
+        raise ValueError(f"block {block} does not divide the picture size {size}")
     base = np.array(COLOURS[colour], dtype=np.int16)
-    pixels = base + rng.integers(-JITTER, JITTER + 1, size=(size, size, 3), dtype=np.int16)
+    blocks = rng.integers(-JITTER, JITTER + 1, size=(size // block, size // block, 3), dtype=np.int16)
+    pixels = base + blocks.repeat(block, axis=0).repeat(block, axis=1)
     buffer = io.BytesIO()
     Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
