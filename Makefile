@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_ROOT ?= $(HOME)/data/verl_tor
 PYTEST_ARGS ?=
 
-.PHONY: install test test-verl lint demo smoke smoke-recipes install-gpu preflight check-gpu-install
+.PHONY: install test test-verl lint demo smoke study smoke-recipes install-gpu preflight check-gpu-install
 
 install: $(STAMP)
 
@@ -41,15 +41,21 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# GRPO vs GRPO+ToR on CPU with veRL's real main_ppo (verl_tor/demo): `STEPS=N` sets the steps per arm, `SEED=S`
-# the seed of everything (data, model, warm start, both arms); outputs go to outputs/demo/<timestamp>/ (metrics
-# jsonl per arm, rewards.png, summary.md).
+# GRPO vs GRPO+ToR on CPU with veRL's real main_ppo (verl_tor/demo; README, "The CPU demo"): `STEPS=N` sets the
+# steps per arm, `SEED=S` the seed of everything (data, model, warm start, both arms; the same seed gives the same
+# run); outputs go to outputs/demo/<timestamp>/ (summary.md, curves.png, inspect.html, metrics jsonl per arm).
 demo: install
 	$(PY) -m verl_tor.demo $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED))
 
 # The same pipeline with 2 steps per arm and a short warm start: a few minutes.
 smoke: install
 	$(PY) -m verl_tor.demo --smoke
+
+# The paper's motivation experiment on the demo's task: GRPO, reasoning tokens only, perception tokens only and
+# GRPO+ToR for SEEDS seeds (default 3; ≈ 20 min per seed on 2 cores); outputs/study/<timestamp>/study.md and .png.
+SEEDS ?= 3
+study: install
+	$(PY) -m verl_tor.demo.study --seeds $(SEEDS) $(if $(STEPS),--steps $(STEPS))
 
 # Every recipe in recipes/ end to end with SMOKE=1 (one CPU step each, ~2 min per run; `make test` runs one).
 smoke-recipes: install

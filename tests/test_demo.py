@@ -1,4 +1,5 @@
-"""The CPU demo's own logic: metrics parsing, blocks, step times, summary, PNG, command lines, SFT data.
+"""The CPU demo's own logic: metrics parsing, blocks, step times, summary, PNG, command lines, SFT data, the task
+(generator, reward, ground-truth token labels), what-ToR-picked metrics, the canonical batch order.
 
 No training runs here; ``make smoke`` runs the whole pipeline.
 """
@@ -12,11 +13,23 @@ import os
 import pytest
 
 from verl_tor.demo import metrics
-from verl_tor.demo.run import GRPO, TOR, TOR_CONFIG_DIR, DemoSettings, main_ppo_command, parse_args
+from verl_tor.demo.run import (
+    GRPO,
+    PERCEPTION_ONLY,
+    REASONING_ONLY,
+    TOR,
+    TOR_CONFIG_DIR,
+    DemoSettings,
+    main_ppo_command,
+    parse_args,
+)
+from verl_tor.demo.task import CONTENT, TABLE
 from verl_tor.demo.warm_start import sft_overrides, sft_rows
 from verl_tor.testing.synthetic_data import COLOURS
 
-VAL = "val-core/verl_tor/colour/acc/mean@1"
+VAL = "val-core/verl_tor/colour_table/acc/mean@1"
+# The task's table written out, independently of verl_tor.demo.task.
+WRITTEN_TABLE = {"red": 1, "green": 2, "blue": 3, "yellow": 4}
 
 
 def write_jsonl(path, entries) -> str:
@@ -75,14 +88,28 @@ def test_summary_has_blocks_accuracy_and_the_time_ratio(tmp_path):
     tor = metrics.read_metrics(
         write_jsonl(tmp_path / "t.jsonl", run_entries([0.4] * 4, [9, 3, 3, 3], (0.1, 0.7), tor=True))
     )
-    text = metrics.summary_markdown({GRPO: grpo, TOR: tor}, block=2, notes=["a note"])
+    tor[4]["val-aux/verl_tor/colour_table/colour/mean@1"] = 0.75
+    text = metrics.summary_markdown({GRPO.name: grpo, TOR.name: tor}, block=2, notes=["a note"])
     assert "- a note" in text
     assert "| 1–2 | 3–4 | final | peak |" in text
     assert "| GRPO+ToR | 0.40 | 0.40 | 0.40 | 0.40 |" in text
-    assert "step 0: 0.10, step 4: 0.70" in text
+    assert "step 0: 0.10, step 4: 0.70; parts at the last: colour 0.75" in text
     assert "| GRPO | 4 | 2.00 | 1.00 |" in text
     assert "| GRPO+ToR | 4 | 3.00 | 1.50 |" in text
     assert "GRPO+ToR: reasoning_fraction 0.30, perception_fraction 0.30, mean_weight 0.40" in text
+    assert "What ToR picked" not in text
+
+
+def test_summary_shows_what_tor_picked_per_block_and_links_the_page():
+    row = dict.fromkeys(metrics.MECHANISM_HEADERS, 0.5) | {"samples": 4.0, "batch_samples": 4.0}
+    mechanism = {1: {**row, "perception_precision": 0.2}, 2: {**row, "perception_precision": 0.4}, 3: row}
+    text = metrics.summary_markdown({TOR.name: {}}, block=2, mechanism=mechanism, inspect_page="inspect.html")
+    assert "[token inspector](inspect.html)" in text
+    assert "| 1–2 | 0.30 | 0.50 | 0.50 | 0.50 | 0.50 | 0.50 |" in text
+    assert "| 3–3 | 0.50 |" in text
+    assert "recorded samples" not in text
+    partial = {1: {**row, "samples": 2.0}}
+    assert "at least 50% of each rollout batch" in metrics.summary_markdown({}, block=1, mechanism=partial)
 
 
 def test_selected_fraction_is_the_union_of_both_sets():
@@ -94,11 +121,12 @@ def test_selected_fraction_is_the_union_of_both_sets():
     assert steps == [1] and values == [pytest.approx(0.4)]
 
 
-def test_plot_writes_a_png_with_and_without_tor_metrics(tmp_path):
+def test_plot_writes_a_png_with_and_without_the_mechanism_panel(tmp_path):
     grpo = metrics.read_metrics(write_jsonl(tmp_path / "g.jsonl", run_entries([0.2, 0.3], [2, 2], (0.1, 0.5))))
     tor = metrics.read_metrics(write_jsonl(tmp_path / "t.jsonl", run_entries([0.2, 0.4], [3, 3], tor=True)))
-    for arms, name in (({GRPO: grpo, TOR: tor}, "both.png"), ({GRPO: grpo}, "grpo.png")):
-        path = metrics.plot_curves(arms, str(tmp_path / name))
+    mechanism = {step: dict.fromkeys(metrics.MECHANISM_HEADERS, 0.5) for step in (1, 2)}
+    for name, panel in (("both.png", mechanism), ("grpo.png", None)):
+        path = metrics.plot_curves({GRPO.name: grpo, TOR.name: tor}, str(tmp_path / name), mechanism=panel)
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -129,11 +157,43 @@ def test_arms_differ_only_in_the_config(tmp_path):
     assert grpo_args["trainer.total_training_steps"] == "7"
     assert grpo_args["trainer.test_freq"] == "5"
     assert grpo_args["data.seed"] == grpo_args["actor_rollout_ref.rollout.seed"] == "3"
+    assert grpo_args["reward.custom_reward_function.path"] == "pkg://verl_tor.demo.task"
     # 4 prompts x 8 responses per mini-batch (one micro-batch), so 4 optimizer updates per step of 16 prompts.
-    assert grpo_args["actor_rollout_ref.actor.ppo_mini_batch_size"] == "4"
-    assert grpo_args["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == "32"
-    assert grpo_args["actor_rollout_ref.rollout.agent.num_workers"] == "2"
+    assert grpo_args["actor_rollout_ref.actor.ppo_mini_batch_size"] == str(settings.mini_batch_prompts)
+    assert grpo_args["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == str(
+        settings.mini_batch_prompts * settings.responses_per_prompt
+    )
+    # Reproducibility: seeded sampling in the rollout, veRL's replay buffer replaced by the canonical-order one.
+    assert grpo_args["+actor_rollout_ref.rollout.engine_kwargs.hf.seeded_sampling"] == "true"
+    assert grpo_args["trainer.v1.sampler.custom_sampler.path"] == "pkg://verl_tor.demo.sampler"
     assert "file" in grpo_args["trainer.logger"]
+    assert not any(key.startswith("tor.") for key in tor_args)
+
+
+def _recipe_tor_overrides(name: str) -> list[str]:
+    """The ``tor.*=`` arguments of a recipe script (its own, after the shared GRPO and ToR arrays)."""
+    import re
+
+    path = os.path.join(os.path.dirname(TOR_CONFIG_DIR), os.pardir, "recipes", name)
+    with open(path, encoding="utf-8") as f:
+        return re.findall(r"\btor\.[a-z_.]+=[^\s\"]+", f.read())
+
+
+def test_ablation_arms_are_the_recipes_settings_and_the_inspector_is_for_tor_arms(tmp_path):
+    """Reasoning-only and perception-only arms set the same ``tor.*`` keys as the motivation recipes."""
+    recipes = {
+        REASONING_ONLY: "qwen2_5_vl_7b_geo3k_grpo_reasoning_only.sh",
+        PERCEPTION_ONLY: "qwen2_5_vl_7b_geo3k_grpo_perception_only.sh",
+    }
+    for arm, recipe in recipes.items():
+        assert list(arm.tor) == _recipe_tor_overrides(recipe)
+        command = main_ppo_command(arm, DemoSettings(), "M", "D", str(tmp_path))
+        assert command[-len(arm.tor) :] == list(arm.tor) and "tor_trainer" in command
+    settings = DemoSettings(prompts_per_step=3, responses_per_prompt=5)
+    inspected = _overrides(main_ppo_command(TOR, settings, "M", "D", str(tmp_path), inspect=True))
+    assert inspected["tor.inspect.samples_per_step"] == "15" and inspected["tor.inspect.dir"] == str(tmp_path)
+    with pytest.raises(ValueError):
+        main_ppo_command(GRPO, settings, "M", "D", str(tmp_path), inspect=True)
 
 
 def test_smoke_settings_and_training_rows():
@@ -163,18 +223,26 @@ def picture_colour(png: bytes) -> str:
     return min(COLOURS, key=lambda name: float(((np.array(COLOURS[name]) - mean) ** 2).sum()))
 
 
-def test_sft_rows_answer_one_colour_word_drawn_independently_of_the_picture():
+def test_sft_rows_teach_the_lookup_and_the_pick_on_colours_drawn_independently_of_the_picture():
     rows = sft_rows(300, seed=0)
     assert sft_rows(300, seed=0)[0]["messages"] == rows[0]["messages"]
-    answers = [row["messages"][-1] for row in rows]
-    assert all(answer["role"] == "assistant" and answer["content"] in COLOURS for answer in answers)
-    assert all(row["messages"][0]["content"].startswith("<image>") and len(row["images"]) == 1 for row in rows)
-    # Format only: the label matches the picture about 1/6 of the time (50 of 300 expected, sd ~6.5).
+    answers = [row["messages"][-1]["content"].split() for row in rows]
+    assert all(row["messages"][-1]["role"] == "assistant" for row in rows)
+    with_image = [row for row in rows if row["images"]]
+    assert all(row["messages"][0]["content"] == CONTENT and len(row["images"]) == 1 for row in with_image)
+    # The lookup and the rule always hold: the number is the colour's in the table, the pick another table number.
+    assert all(int(number) == WRITTEN_TABLE[colour] != int(pick) <= 4 for colour, number, pick in answers)
+    # Picks are spread over the right ones (after green's 2: 1, 3 and 4), so the pick token is genuinely uncertain.
+    assert {pick for colour, _, pick in answers if colour == "green"} == {"1", "3", "4"}
+    # A quarter of the prompts come without their picture (so that removing it is no change of format).
+    text_only = [row for row in rows if not row["images"]]
+    assert 50 <= len(text_only) <= 100
+    assert all(row["messages"][0]["content"] == CONTENT.replace("<image>", "") for row in text_only)
+    # Seeing is not taught: the colour matches the picture about 1/4 of the time (~56 of ~225 expected, sd 6.5).
     matches = sum(
-        answer["content"] == picture_colour(row["images"][0]["bytes"])
-        for answer, row in zip(answers, rows, strict=True)
+        row["messages"][-1]["content"].split()[0] == picture_colour(row["images"][0]["bytes"]) for row in with_image
     )
-    assert 25 <= matches <= 80
+    assert 30 <= matches <= 82
 
 
 def test_sft_overrides_train_in_fp32_and_save_only_the_hf_model():
@@ -186,24 +254,245 @@ def test_sft_overrides_train_in_fp32_and_save_only_the_hf_model():
     assert args["data.micro_batch_size_per_gpu"] == args["data.train_batch_size"] == "4"
 
 
-def test_tor_positions_reports_every_response_position(tiny_model_dir):
-    from verl_tor.demo.tor_positions import position_report
-
-    report = position_report(tiny_model_dir, prompts=2, responses=2)
-    assert report.startswith("2 prompts x 2 responses")
-    assert "perception_fraction" in report
-    assert "| 0 |" in report  # the first response token always exists
-
-
-def test_task_vocabulary_covers_the_prompt_and_keeps_colours_single_tokens():
-    from verl_tor.demo.run import TASK_TEXT, TASK_WORDS
-    from verl_tor.testing.synthetic_data import QUESTION
+def test_task_vocabulary_covers_the_prompt_and_keeps_answer_words_single_tokens():
+    from verl_tor.demo.task import PROMPT_TEXT, TASK_TEXT, TASK_WORDS
     from verl_tor.testing.tiny_model import build_tokenizer
 
     tokenizer = build_tokenizer(TASK_WORDS, TASK_TEXT)
-    assert len(tokenizer) < 150
-    assert all(len(tokenizer.encode(colour)) == 1 for colour in COLOURS)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    assert len(tokenizer) < 200
+    # A right answer is one token per word: colour, number, pick.
+    for answer in ("green 2 3", "yellow 4 4", "red 1 1"):
+        assert [tokenizer.decode([i]).strip() for i in tokenizer.encode(answer)] == answer.split()
+    messages = [{"role": "user", "content": [{"type": "text", "text": PROMPT_TEXT}, {"type": "image"}]}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     # No character of the prompt falls outside the alphabet (it would be dropped silently).
     assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+# ------------------------------------------------------------------------------------------------ the task
+
+
+def test_task_rows_show_the_ground_truth_colour_in_flat_blocks_and_share_one_prompt(tmp_path):
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from verl_tor.demo.task import DATA_SOURCE, JITTER_BLOCK, PROMPT_TEXT, write_dataset
+
+    train, val = write_dataset(str(tmp_path), train=60, val=12, seed=5)
+    rows, held_out = pd.read_parquet(train), pd.read_parquet(val)
+    assert len(rows) == 60 and len(held_out) == 12
+    assert set(rows["extra_info"].map(lambda info: info["index"])) == set(range(60))
+    for _, row in pd.concat([rows, held_out]).iterrows():
+        colour = row["reward_model"]["ground_truth"]
+        assert row["data_source"] == DATA_SOURCE and row["extra_info"]["colour"] == colour
+        assert row["extra_info"]["number"] == WRITTEN_TABLE[colour]
+        assert row["prompt"][0]["content"] == CONTENT == PROMPT_TEXT + "<image>"
+        png = row["images"][0]["bytes"]
+        assert picture_colour(png) == colour
+        pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
+        blocks = pixels.reshape(pixels.shape[0] // JITTER_BLOCK, JITTER_BLOCK, -1, JITTER_BLOCK, 3)
+        assert (blocks == blocks[:, :1, :, :1]).all()  # every block one colour
+        assert len({tuple(blocks[i, 0, j, 0]) for i in range(2) for j in range(2)}) > 1  # blocks differ
+    # All four colours are drawn, and a seed fixes the whole dataset.
+    assert set(rows["reward_model"].map(lambda truth: truth["ground_truth"])) == set(WRITTEN_TABLE)
+    again, _ = write_dataset(str(tmp_path / "again"), train=60, val=12, seed=5)
+    pd.testing.assert_frame_equal(pd.read_parquet(again), rows)
+
+
+def _right(colour: str, number: int, pick: int, truth: str) -> bool:
+    """The task's rule written out: the picture's colour, its number in the table, another number of the table."""
+    return colour == truth and number == WRITTEN_TABLE[truth] and pick in set(WRITTEN_TABLE.values()) - {number}
+
+
+def test_reward_is_one_exactly_for_right_answers_of_every_colour_number_and_pick():
+    from verl_tor.demo.task import compute_score
+
+    for truth in WRITTEN_TABLE:
+        for colour in WRITTEN_TABLE:
+            for number in range(0, 6):
+                for pick in range(0, 6):
+                    result = compute_score("s", f"{colour} {number} {pick}", truth)
+                    assert result["score"] == result["acc"] == float(_right(colour, number, pick, truth))
+                    assert result["colour"] == float(colour == truth)
+                    # The lookup is judged on the colour the response named, the pick on its number.
+                    assert result["number"] == float(number == WRITTEN_TABLE[colour])
+                    assert result["pick"] == float(1 <= number <= 4 and 1 <= pick <= 4 and pick != number)
+
+
+@pytest.mark.parametrize(
+    ("response", "parts"),
+    [
+        (" green 2 3", {"colour": 1, "number": 1, "pick": 1, "format": 1}),
+        ("green 2 3 4", {"colour": 1, "number": 1, "pick": 1, "format": 0}),
+        ("green 2 5", {"colour": 1, "number": 1, "pick": 0, "format": 1}),  # 5 is no table number
+        ("green 2 2", {"colour": 1, "number": 1, "pick": 0, "format": 1}),  # not another number
+        ("green 2", {"colour": 1, "number": 1, "pick": 0, "format": 0}),
+        ("green two 3", {"colour": 1, "number": 0, "pick": 0, "format": 1}),
+        ("2 green 3", {"colour": 0, "number": 0, "pick": 0, "format": 1}),
+        ("", {"colour": 0, "number": 0, "pick": 0, "format": 0}),
+    ],
+)
+def test_reward_parts_of_malformed_answers(response, parts):
+    from verl_tor.demo.task import compute_score
+
+    result = compute_score("s", response, "green")
+    assert {key: result[key] for key in parts} == parts
+    assert result["score"] == float(all(parts.values()))
+
+
+@pytest.mark.parametrize(
+    ("texts", "labels", "uncertain"),
+    [
+        (["green", " 2", " 3", "<|im_end|>"], "colour number pick other", [0, 0, 1, 0]),
+        (["yellow", " 4", " 4", "<|im_end|>"], "colour number pick other", [0, 0, 1, 0]),  # a wrong pick, a choice
+        (["blue", " 3"], "colour number", [0, 0]),
+        (["red", " 1", " 5"], "colour number other", [0, 0, 0]),  # 5 is no table number
+        ([" 3", "red", "red", " 1", " 1", " 2"], "other colour other number pick other", [0, 0, 0, 0, 1, 0]),
+        (["the", " 4"], "other other", [0, 0]),
+    ],
+)
+def test_token_labels_mark_the_colour_as_image_dependent_and_multi_answer_picks_as_uncertain(texts, labels, uncertain):
+    from verl_tor.demo.task import token_labels
+
+    assert token_labels(texts) == (labels.split(), [bool(u) for u in uncertain])
+
+
+def test_every_right_answer_has_one_token_per_label_and_an_uncertain_pick():
+    from verl_tor.demo.task import PICK, TASK_TEXT, TASK_WORDS, token_labels
+    from verl_tor.testing.tiny_model import build_tokenizer
+
+    tokenizer = build_tokenizer(TASK_WORDS, TASK_TEXT)
+    for colour, number in TABLE.items():
+        for pick in set(range(1, 5)) - {number}:
+            ids = tokenizer.encode(f"{colour} {number} {pick}") + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+            labels, uncertain = token_labels([tokenizer.decode([i]) for i in ids])
+            assert labels == ["colour", "number", "pick", "other"]
+            # Three right picks after any number: always a genuine choice.
+            assert uncertain == [False, False, True, False]
+            assert labels.index(PICK) == 2
+
+
+# ------------------------------------------------------------------------------------------ what ToR picked
+
+
+def _sample(texts, sets, valid=None):
+    return {"tokens": {"text": texts, "set": sets, "valid": valid or [True] * len(texts)}}
+
+
+def test_mechanism_metrics_of_a_hand_made_batch():
+    from verl_tor.demo.mechanism import step_mechanism
+
+    end = "<|im_end|>"
+    samples = [
+        # colour in T_p, pick (uncertain) in T_r
+        _sample(["green", " 2", " 3", end], ["perception", "none", "reasoning", "none"]),
+        # colour in both sets, number in T_p, pick in T_r; the last token is padding
+        _sample(
+            ["yellow", " 4", " 1", end, "red"],
+            ["both", "perception", "reasoning", "none", "perception"],
+            [True, True, True, True, False],
+        ),
+        # a malformed answer: its stray colour word is no perception token; its first colour word was missed; its
+        # number (certain) is in T_r
+        _sample(["red", " 1", "blue"], ["none", "reasoning", "perception"]),
+    ]
+    result = step_mechanism(samples)
+    # Valid tokens: 4 + 4 + 3 = 11; colour words (image): green, yellow, red = 3; uncertain: the two picks.
+    # T_p = {green, yellow, " 4", blue} (4), of which image: green, yellow. T_r = {" 3", yellow, " 1", " 1"} (4),
+    # of which uncertain: the picks " 3" and " 1"; colour: yellow.
+    assert result == {
+        "perception_precision": 2 / 4,
+        "perception_recall": 2 / 3,
+        "reasoning_uncertain_share": 2 / 4,
+        "reasoning_colour_share": 1 / 4,
+        "image_share": 3 / 11,
+        "uncertain_share": 2 / 11,
+        "tokens": 11.0,
+        "samples": 3.0,
+    }
+    empty = step_mechanism([_sample(["green"], ["none"])])
+    assert math.isnan(empty["perception_precision"]) and math.isnan(empty["reasoning_uncertain_share"])
+    assert empty["perception_recall"] == 0.0
+
+
+def test_mechanism_by_step_reads_the_inspector_file(tmp_path):
+    from verl_tor.demo.mechanism import mechanism_by_step
+
+    record = {
+        "kind": "step",
+        "n_samples": 8,
+        "samples": [_sample(["red", " 1", " 1"], ["perception", "none", "reasoning"])],
+    }
+    path = tmp_path / "tor_inspect.jsonl"
+    path.write_text("".join(json.dumps({**record, "step": step}) + "\n" for step in (2, 1)))
+    result = mechanism_by_step(str(path))
+    assert sorted(result) == [1, 2]
+    assert result[1]["perception_precision"] == 1.0 and result[1]["reasoning_uncertain_share"] == 1.0
+    assert result[1]["samples"] == 1.0 and result[1]["batch_samples"] == 8.0
+
+
+# --------------------------------------------------------------------------------------- canonical batch order
+
+
+def test_canonical_order_is_the_same_for_any_arrival_order():
+    import numpy as np
+
+    from verl_tor.demo.sampler import canonical_order
+
+    rng = np.random.default_rng(0)
+    batch = [
+        (int(rng.integers(4)), [int(t) for t in rng.integers(0, 3, size=int(rng.integers(1, 4)))]) for _ in range(40)
+    ]
+    expected = sorted(batch, key=lambda item: (str(item[0]), item[1]))
+    for _ in range(5):
+        arrived = [batch[i] for i in rng.permutation(len(batch))]
+        order = canonical_order([index for index, _ in arrived], [response for _, response in arrived])
+        assert sorted(order) == list(range(len(batch)))
+        assert [arrived[i] for i in order] == expected
+
+
+# ------------------------------------------------------------------------------------------------ the study
+
+
+def test_study_table_has_mean_sd_over_seeds_steps_to_threshold_and_time_ratios(tmp_path):
+    from verl_tor.demo.study import arm_result, plot_study, study_markdown
+
+    def records(accuracy, seconds):
+        entries = run_entries([0.5] * 20, [9.0] + [seconds] * 19)
+        entries += [(step, {VAL: value}) for step, value in zip((0, 10, 20), accuracy, strict=True)]
+        return metrics.read_metrics(write_jsonl(tmp_path / f"{len(os.listdir(tmp_path))}.jsonl", entries))
+
+    grpo = {0: arm_result(records((0.2, 0.9, 0.8), 4.0), 0.8), 1: arm_result(records((0.1, 0.5, 0.6), 5.0), 0.8)}
+    tor = {0: arm_result(records((0.2, 0.7, 0.85), 6.0), 0.8), 1: arm_result(records((0.1, 0.3, 0.4), 5.0), 0.8)}
+    assert grpo[0].steps_to_threshold == 10 and grpo[1].steps_to_threshold is None and tor[0].steps_to_threshold == 20
+    assert grpo[0].final_accuracy == 0.8 and grpo[0].seconds_per_step == 4.0 and grpo[0].accuracy[10] == 0.9
+    text = study_markdown({GRPO.name: grpo, TOR.name: tor}, threshold=0.8, notes=["n"])
+    # GRPO: finals 0.8, 0.6 -> mean 0.70, sd 0.14; ToR: 0.85, 0.4 -> 0.62 ± 0.32; time ratios 1.5 and 1.0.
+    assert "| GRPO | 0.70 ± 0.14 | 0.80, 0.60 | 10 | 1/2 | 4.50 ± 0.71 | 1.00 ± 0.00 |" in text
+    assert "| GRPO+ToR | 0.62 ± 0.32 | 0.85, 0.40 | 20 | 1/2 | 5.50 ± 0.71 | 1.25 ± 0.35 |" in text
+    never = {0: arm_result(records((0.1, 0.1, 0.1), 4.0), 0.8)}
+    assert "| reasoning only | 0.10 ± 0.00 | 0.10 | — | 0/1 |" in study_markdown(
+        {GRPO.name: grpo, "reasoning only": never}, 0.8
+    )
+    with open(plot_study({GRPO.name: grpo, TOR.name: tor}, str(tmp_path / "s.png"), "t"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_reports_training_metrics_that_differ_and_ignores_the_machines(tmp_path):
+    from verl_tor.demo.compare import differences, report
+
+    first = {1: {metrics.REWARD: 0.5, "actor/pg_loss": 0.1, metrics.STEP_TIME: 3.0}, 2: {metrics.REWARD: 0.7}}
+    second = {1: {metrics.REWARD: 0.5, "actor/pg_loss": 0.1, metrics.STEP_TIME: 4.0}, 2: {metrics.REWARD: 0.6}}
+    found = differences(first, second)
+    assert found == {metrics.REWARD: (pytest.approx(0.1), 2), "actor/pg_loss": (0.0, None)}
+    assert differences({1: {"x": math.nan}}, {1: {"x": math.nan}}) == {"x": (0.0, None)}
+    assert differences({1: {"x": math.nan}}, {1: {"x": 1.0}}) == {"x": (math.inf, 1)}
+    for run, records in (("a", first), ("b", second)):
+        os.makedirs(tmp_path / run / "grpo")
+        write_jsonl(tmp_path / run / "grpo" / "metrics.jsonl", sorted(records.items()))
+    text = report(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert "grpo: 2 metrics compared, 1 identical at every step" in text
+    assert "first step with a difference: 2" in text and f"{metrics.REWARD}: largest difference 0.1" in text

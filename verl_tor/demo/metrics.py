@@ -18,8 +18,19 @@ REWARD = "critic/score/mean"
 STEP_TIME = "timing_s/step"
 # Validation's core metric (greedy, held-out) is named after the data source: val-core/<source>/acc/mean@1.
 VAL_PREFIX = "val-core/"
-# ToR's selection metrics worth a curve (fractions of the rollout batch's valid response tokens).
-TOR_CURVES = ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction", "tor/mean_weight")
+# ToR's selection metrics (fractions of the rollout batch's valid response tokens; mean weight).
+TOR_FRACTIONS = ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction", "tor/mean_weight")
+# The parts of the task's answer whose held-out accuracy veRL logs (verl_tor.demo.task.compute_score).
+ANSWER_PARTS = ("colour", "number", "pick")
+# verl_tor.demo.mechanism's metrics as table headers / curve labels.
+MECHANISM_HEADERS = {
+    "perception_precision": "T_p precision",
+    "perception_recall": "T_p recall",
+    "reasoning_uncertain_share": "T_r on uncertain",
+    "reasoning_colour_share": "T_r on colour",
+    "image_share": "base: colour tokens",
+    "uncertain_share": "base: uncertain tokens",
+}
 # Derived: the fraction of tokens in T_r ∪ T_p (with γ_o = 0 the only tokens that get any gradient).
 SELECTED = "selected_fraction"
 
@@ -54,6 +65,12 @@ def selected_fraction(records: Records) -> tuple[list[int], list[float]]:
     keys = ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction")
     steps = sorted(step for step, data in records.items() if all(key in data for key in keys))
     return steps, [records[s][keys[0]] + records[s][keys[1]] - records[s][keys[2]] for s in steps]
+
+
+def val_part_name(records: Records, part: str) -> str | None:
+    """The held-out accuracy of one part of the answer (``val-aux/<data source>/<part>/mean@1``), or None."""
+    names = sorted({name for data in records.values() for name in data if name.startswith("val-aux/")})
+    return next((name for name in names if name.endswith(f"/{part}/mean@1")), None)
 
 
 def val_metric_name(records: Records) -> str | None:
@@ -96,12 +113,20 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def summary_markdown(arms: dict[str, Records], block: int, notes: Iterable[str] = ()) -> str:
-    """A short markdown report: reward per block, held-out accuracy, seconds per step and their ratio.
+def summary_markdown(
+    arms: dict[str, Records],
+    block: int,
+    notes: Iterable[str] = (),
+    mechanism: dict[int, dict[str, float]] | None = None,
+    inspect_page: str | None = None,
+) -> str:
+    """A short markdown report: reward per block, held-out accuracy, seconds per step and their ratio, and (with
+    ``mechanism``, :func:`verl_tor.demo.mechanism.mechanism_by_step` of the ToR arm) what ToR picked per block.
 
     ``arms`` maps a display name to its records, the baseline first (the ratio is each arm's time over it).
+    ``inspect_page``: the token inspector page's path relative to the summary, linked from it.
     """
-    lines = ["# GRPO vs GRPO+ToR on the CPU colour task", ""]
+    lines = ["# GRPO vs GRPO+ToR on the CPU colour-table task", ""]
     lines += [f"- {note}" for note in notes]
     if notes:
         lines.append("")
@@ -123,7 +148,7 @@ def summary_markdown(arms: dict[str, Records], block: int, notes: Iterable[str] 
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(final)} | {_fmt(peak)} |")
         lines.append("")
 
-    # Held-out accuracy at every validation.
+    # Held-out accuracy at every validation, and of each part of the answer at the last one.
     lines.append("## Held-out accuracy (greedy)")
     lines.append("")
     for name, records in arms.items():
@@ -133,7 +158,9 @@ def summary_markdown(arms: dict[str, Records], block: int, notes: Iterable[str] 
             continue
         steps, values = series(records, metric)
         points = ", ".join(f"step {step}: {value:.2f}" for step, value in zip(steps, values, strict=True))
-        lines.append(f"- {name} (`{metric}`): {points}")
+        parts = {part: val_part_name(records, part) for part in ANSWER_PARTS}
+        last = ", ".join(f"{part} {series(records, key)[1][-1]:.2f}" for part, key in parts.items() if key)
+        lines.append(f"- {name} (`{metric}`): {points}" + (f"; parts at the last: {last}" if last else ""))
     lines.append("")
 
     # Cost per step.
@@ -150,7 +177,7 @@ def summary_markdown(arms: dict[str, Records], block: int, notes: Iterable[str] 
 
     tor_lines = []
     for name, records in arms.items():
-        means = {key: series(records, key)[1] for key in TOR_CURVES}
+        means = {key: series(records, key)[1] for key in TOR_FRACTIONS}
         means[SELECTED] = selected_fraction(records)[1]
         if any(means.values()):
             cells = ", ".join(
@@ -159,18 +186,54 @@ def summary_markdown(arms: dict[str, Records], block: int, notes: Iterable[str] 
             tor_lines.append(f"- {name}: {cells}")
     if tor_lines:
         lines += ["", "## ToR token selection (mean over steps)", "", *tor_lines]
+    if mechanism:
+        lines += ["", *mechanism_markdown(mechanism, block, inspect_page)]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(arms: dict[str, Records], path: str, title: str = "CPU colour task") -> str:
-    """Write a PNG: reward per step of every arm with held-out accuracy points (top), ToR fractions (bottom)."""
+def mechanism_markdown(mechanism: dict[int, dict[str, float]], block: int, inspect_page: str | None) -> list[str]:
+    """The "what ToR picked" section: the mechanism metrics per block of steps (means over its steps)."""
+    steps = sorted(mechanism)
+    spans = block_means(steps, [0.0] * len(steps), block)
+    lines = [
+        "## What ToR picked, against the task's ground truth",
+        "",
+        "Over every valid response token of each recorded rollout batch: T_p's precision and recall for the "
+        "image-dependent tokens (the colour word), the share of T_r on genuinely uncertain tokens (a pick with "
+        "several right answers) and on colour words; base rates: the share of all tokens that are colour words / "
+        "genuinely uncertain (what a selection blind to the scores gets).",
+    ]
+    if inspect_page:
+        lines += ["", f"Every token of every recorded sample: [token inspector]({inspect_page})."]
+    lines += [
+        "",
+        "| steps | " + " | ".join(MECHANISM_HEADERS.values()) + " |",
+        "|---" * (len(MECHANISM_HEADERS) + 1) + "|",
+    ]
+    for first, last, _ in spans:
+        inside = [mechanism[s] for s in steps if first <= s <= last]
+        cells = [_fmt(statistics.fmean(row[key] for row in inside)) for key in MECHANISM_HEADERS]
+        lines.append(f"| {first}–{last} | " + " | ".join(cells) + " |")
+    covered = [row["samples"] / row["batch_samples"] for row in mechanism.values() if row["batch_samples"]]
+    if covered and min(covered) < 1:
+        lines += ["", f"(recorded samples: at least {min(covered):.0%} of each rollout batch)"]
+    return lines
+
+
+def plot_curves(
+    arms: dict[str, Records],
+    path: str,
+    title: str = "CPU colour-table task",
+    mechanism: dict[int, dict[str, float]] | None = None,
+) -> str:
+    """Write a PNG: reward per step of every arm with held-out accuracy points (top); with ``mechanism``, what
+    ToR picked per step against the ground truth (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on the machines the demo runs on
     import matplotlib.pyplot as plt
 
-    tor_arms = {name: records for name, records in arms.items() if any(series(records, k)[0] for k in TOR_CURVES)}
-    panels = 2 if tor_arms else 1
+    panels = 2 if mechanism else 1
     fig, axes = plt.subplots(panels, 1, figsize=(8, 4 * panels), sharex=True, squeeze=False)
     top = axes[0][0]
     for index, (name, records) in enumerate(arms.items()):
@@ -187,18 +250,14 @@ def plot_curves(arms: dict[str, Records], path: str, title: str = "CPU colour ta
     top.set_title(title)
     top.legend(loc="upper left", fontsize=8)
     top.grid(alpha=0.3)
-    if tor_arms:
+    if mechanism:
         bottom = axes[1][0]
-        for name, records in tor_arms.items():
-            curves = {key: series(records, key) for key in TOR_CURVES}
-            curves["in T_r ∪ T_p (" + SELECTED + ")"] = selected_fraction(records)
-            for index, (key, (steps, values)) in enumerate(curves.items()):
-                # reasoning and perception fractions often coincide (both capped at α = 0.3): dash one of them.
-                style = "--" if key == "tor/reasoning_fraction" else ":" if key == "tor/mean_weight" else "-"
-                if steps:
-                    bottom.plot(steps, values, style, color=f"C{index + 2}", label=f"{name}: {key}")
+        steps = sorted(mechanism)
+        for index, (key, label) in enumerate(MECHANISM_HEADERS.items()):
+            style = ":" if key in ("image_share", "uncertain_share") else "-"
+            bottom.plot(steps, [mechanism[s][key] for s in steps], style, color=f"C{index + 2}", label=label)
         bottom.set_ylim(-0.02, 1.02)
-        bottom.set_ylabel("fraction of response tokens / mean weight")
+        bottom.set_ylabel("ToR's sets vs ground truth")
         bottom.legend(loc="upper left", fontsize=8)
         bottom.grid(alpha=0.3)
     axes[-1][0].set_xlabel("training step")

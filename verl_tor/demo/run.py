@@ -1,23 +1,27 @@
-"""The CPU demo: GRPO vs GRPO+ToR with veRL's real ``main_ppo`` on a tiny Qwen2.5-VL and a colour task.
+"""The CPU demo: GRPO vs GRPO+ToR with veRL's real ``main_ppo`` on a tiny Qwen2.5-VL and a see-then-reason task.
 
 Pipeline (every training phase is a veRL entry point in its own process, shown as a progress bar):
 
-1. data: the synthetic colour task (:mod:`verl_tor.testing.synthetic_data`; reward 1 only for the right colour and
-   no other, :mod:`verl_tor.testing.colour_reward`), one fresh picture per training prompt, 48 held-out pictures;
-2. model: a random tiny Qwen2.5-VL (hidden 128, 2 layers; :mod:`verl_tor.testing.tiny_model`) with a vocabulary
-   of the task's characters and words (as in the measured recipe);
-3. warm start: format-only SFT through veRL's SFT trainer (:mod:`verl_tor.demo.warm_start`): random colour labels
-   teach "one colour word, then stop" and nothing about seeing, so RL starts at chance;
+1. data: the colour-table task (:mod:`verl_tor.demo.task`): a picture of a colour, a fixed colour -> number table
+   in the prompt; the right response names the colour (perception), its number (lookup) and another number of the
+   table (a genuine choice); one fresh picture per training prompt, held-out pictures for validation;
+2. model: a random tiny Qwen2.5-VL (:mod:`verl_tor.testing.tiny_model`) with a vocabulary of the task's words;
+3. warm start through veRL's SFT trainer (:mod:`verl_tor.demo.warm_start`) on **random** colour labels: it teaches
+   the format, the lookup and the pick rule, not seeing, so RL starts at chance (1/4);
 4. GRPO: ``python -m verl.trainer.main_ppo`` with veRL's stock config and trainer;
-5. GRPO+ToR: the same command with ``--config-name=tor_trainer`` (trainer mode ``tor_sync``, ToR defaults);
-   every other setting, the seed and the data order are identical;
-6. metrics (veRL's file logger, one jsonl per arm), ``rewards.png`` and ``summary.md``.
+5. GRPO+ToR: the same command with ``--config-name=tor_trainer`` (trainer mode ``tor_sync``, ToR defaults), the
+   token inspector recording every sample of every step (``tor.inspect``);
+6. ``summary.md`` (veRL's metrics per arm, and what ToR picked against the task's ground truth,
+   :mod:`verl_tor.demo.mechanism`), ``curves.png`` and the inspector page ``inspect.html``.
 
-Settings follow ``shared/docs/cpu-demo.md`` (16 prompts x 8 responses, lr 5e-4, no KL, responses <= 4 tokens,
-greedy validation every 10 steps), measured to take this model from chance to ~0.95 reward in ~70 steps, except
-the mini-batch: 4 prompts (4 optimizer updates per step) instead of 8 learns faster per step at about the same cost,
-which a 30-step budget needs (GRPO, reward in steps 21-30: 0.42 and 0.45 against 0.23-0.41 with 8). It is also
-closer to instability: one of three later 30-step GRPO runs (seed 0) collapsed after step 17 (README, "The CPU demo").
+Reproducible: the rollout samples each request from its own seeded generator (the ``hf`` server's
+``seeded_sampling``) and the replay buffer hands batches over in a canonical order
+(:mod:`verl_tor.demo.sampler`), so the same seed gives the same run (README, "The CPU demo").
+
+Settings (:class:`DemoSettings`) were chosen by measurement (README, "The CPU demo"): four colours (with six,
+GRPO's held-out accuracy stalled near 0.4), lr 1e-3 with 2 optimizer updates per step, and the paper's GRPO KL
+loss (0.01, low_var_kl) against the warm-started model, which kept GRPO from stalling on seed 0 (0.69 without it)
+and keeps ToR's weight-0 tokens in format (an entropy bonus instead destroyed them: it is not weighted).
 
     python -m verl_tor.demo [--steps N] [--seed S] [--smoke] [--out DIR]
 """
@@ -28,7 +32,6 @@ import argparse
 import dataclasses
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -37,36 +40,56 @@ from collections.abc import Callable
 
 import verl_tor
 from verl_tor.demo import metrics
+from verl_tor.demo.task import TASK_TEXT, TASK_WORDS
 from verl_tor.testing.cpu_overrides import cpu_env, cpu_overrides
-from verl_tor.testing.synthetic_data import COLOURS, QUESTION
 
 DEFAULT_STEPS = 30
-GRPO, TOR = "GRPO", "GRPO+ToR"
-# Output folder of each arm and whether it runs the ToR config.
-ARM_DIRS = {GRPO: "grpo", TOR: "grpo_tor"}
 TOR_CONFIG_DIR = os.path.join(os.path.dirname(verl_tor.__file__), "config")
-# All the text the model ever reads: the tiny model's chat template (system prompt, roles) and the question.
-TASK_TEXT = f"system\nYou are a helpful assistant.\nuser\nassistant\n{QUESTION}"
-# A vocabulary of the task's characters and words (~130 tokens instead of ~390): every response token the model
-# could sample instead of a colour is a way to lose the answer format, and the prompt is ~35 tokens, not ~70.
-TASK_WORDS = [*COLOURS, *sorted(set(re.findall(r"[A-Za-z]+", TASK_TEXT)))]
 # A stopped phase gets this long to shut Ray down after SIGINT before its process group is killed.
 STOP_GRACE_S = 30
 
 
 @dataclasses.dataclass(frozen=True)
+class Arm:
+    """One training arm: its output folder and ToR overrides (None: veRL's stock config, i.e. plain GRPO)."""
+
+    name: str
+    directory: str
+    tor: tuple[str, ...] | None
+
+    def config_args(self) -> list[str]:
+        """The ``main_ppo`` arguments that select the arm's config (before any override)."""
+        return [] if self.tor is None else ["--config-path", TOR_CONFIG_DIR, "--config-name", "tor_trainer"]
+
+
+GRPO = Arm("GRPO", "grpo", None)
+TOR = Arm("GRPO+ToR", "grpo_tor", ())
+# The paper's motivation experiment (recipes/qwen2_5_vl_7b_geo3k_grpo_{reasoning,perception}_only.sh): only one set
+# gets gradient.
+REASONING_ONLY = Arm("reasoning only", "reasoning_only", ("tor.perception_weight=0.0", "tor.other_weight=0.0"))
+PERCEPTION_ONLY = Arm(
+    "perception only",
+    "perception_only",
+    ("tor.reasoning_weight=0.0", "tor.perception_weight=1.0", "tor.other_weight=0.0"),
+)
+DEMO_ARMS = (GRPO, TOR)
+
+
+@dataclasses.dataclass(frozen=True)
 class DemoSettings:
-    """Everything that sizes a demo run; both arms share all of it."""
+    """Everything that sizes a demo run; all arms share all of it."""
 
     steps: int = DEFAULT_STEPS
-    warm_start_steps: int = 40
+    warm_start_steps: int = 60
     warm_start_lr: float = 2e-3
     val_every: int = 10
-    val_rows: int = 48
+    val_rows: int = 64
     prompts_per_step: int = 16
     responses_per_prompt: int = 8
-    mini_batch_prompts: int = 4
-    lr: float = 5e-4
+    mini_batch_prompts: int = 8
+    lr: float = 1e-3
+    entropy_coeff: float = 0.0
+    kl_coeff: float = 0.01
     response_length: int = 4
     agent_workers: int = 2
     hidden: int = 128
@@ -83,6 +106,21 @@ class DemoSettings:
         """One fresh picture per training prompt, so no step repeats an image."""
         return self.steps * self.prompts_per_step
 
+    @property
+    def rollout_batch(self) -> int:
+        """Responses per step (what the inspector records in full for the mechanism metrics)."""
+        return self.prompts_per_step * self.responses_per_prompt
+
+    def describe(self) -> str:
+        return (
+            f"{self.steps} steps per arm; {self.prompts_per_step} prompts x {self.responses_per_prompt} responses, "
+            f"mini-batch {self.mini_batch_prompts} prompts, lr {self.lr}, KL loss {self.kl_coeff} (low_var_kl), "
+            f"entropy bonus {self.entropy_coeff}, responses <= {self.response_length} tokens, "
+            f"seed {self.seed}; tiny Qwen2.5-VL hidden {self.hidden}, {self.layers} layers; warm start "
+            f"{self.warm_start_steps} SFT steps at lr {self.warm_start_lr}; held-out accuracy (greedy) on "
+            f"{self.val_rows} pictures every {self.val_every} steps"
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class PhaseTime:
@@ -97,9 +135,16 @@ class PhaseTime:
         return f"{self.wall_s:.0f}{first}"
 
 
-def main_ppo_command(arm: str, settings: DemoSettings, model: str, data: str, run_dir: str) -> list[str]:
-    """The ``main_ppo`` command line of one arm: the CPU overrides, then the demo's settings (later ones win)."""
-    config = ["--config-path", TOR_CONFIG_DIR, "--config-name", "tor_trainer"] if arm == TOR else []
+def main_ppo_command(
+    arm: Arm, settings: DemoSettings, model: str, data: str, run_dir: str, inspect: bool = False
+) -> list[str]:
+    """The ``main_ppo`` command line of one arm: the CPU overrides, then the demo's settings (later ones win).
+
+    ``inspect``: the token inspector records every sample of every step into ``run_dir/tor_inspect.jsonl``
+    (ToR arms only).
+    """
+    if inspect and arm.tor is None:
+        raise ValueError(f"the token inspector needs a ToR arm, not {arm.name}")
     sequences_per_mini_batch = settings.mini_batch_prompts * settings.responses_per_prompt
     overrides = cpu_overrides(
         model,
@@ -111,7 +156,13 @@ def main_ppo_command(arm: str, settings: DemoSettings, model: str, data: str, ru
         response_length=settings.response_length,
     )
     overrides += [
+        "reward.custom_reward_function.path=pkg://verl_tor.demo.task",
+        "reward.custom_reward_function.name=compute_score",
         f"actor_rollout_ref.actor.optim.lr={settings.lr}",
+        f"actor_rollout_ref.actor.entropy_coeff={settings.entropy_coeff}",
+        f"actor_rollout_ref.actor.use_kl_loss={settings.kl_coeff > 0}",
+        f"actor_rollout_ref.actor.kl_loss_coef={settings.kl_coeff}",
+        "actor_rollout_ref.actor.kl_loss_type=low_var_kl",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={settings.mini_batch_prompts}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={sequences_per_mini_batch}",
         # Two agent-loop workers prepare requests (chat template, image processing) while the rollout server
@@ -119,15 +170,23 @@ def main_ppo_command(arm: str, settings: DemoSettings, model: str, data: str, ru
         f"actor_rollout_ref.rollout.agent.num_workers={settings.agent_workers}",
         f"data.seed={settings.seed}",
         f"actor_rollout_ref.rollout.seed={settings.seed}",
+        # Reproducible runs: each response from its own seeded generator whatever the batching, and batches in a
+        # canonical order whatever order the concurrent agent loops finished in.
+        "+actor_rollout_ref.rollout.engine_kwargs.hf.seeded_sampling=true",
+        "trainer.v1.sampler.custom_sampler.path=pkg://verl_tor.demo.sampler",
+        "trainer.v1.sampler.custom_sampler.name=CanonicalReplayBuffer",
         f"trainer.val_before_train={settings.val_every > 0}",
         f"trainer.test_freq={settings.val_every if settings.val_every > 0 else -1}",
         "trainer.logger=[console,file]",
         "trainer.project_name=verl_tor_demo",
-        f"trainer.experiment_name={ARM_DIRS[arm]}",
+        f"trainer.experiment_name={arm.directory}",
         # The file logger lives in the TaskRunner Ray actor: its path must reach it through Ray's runtime env.
         f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={os.path.join(run_dir, 'metrics.jsonl')}",
+        *(arm.tor or ()),
     ]
-    return [sys.executable, "-m", "verl.trainer.main_ppo", *config, *overrides]
+    if inspect:
+        overrides += [f"tor.inspect.samples_per_step={settings.rollout_batch}", f"tor.inspect.dir={run_dir}"]
+    return [sys.executable, "-m", "verl.trainer.main_ppo", *arm.config_args(), *overrides]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -214,16 +273,11 @@ def _sft_progress(metrics_path: str) -> Callable[[], tuple[int, dict[str, str]]]
     return progress
 
 
-def run_demo(settings: DemoSettings, out_dir: str) -> dict[str, str]:
-    """Run the whole pipeline into ``out_dir``; returns the paths of its outputs by name."""
-    from verl_tor.testing.synthetic_data import write_dataset
+def prepare(settings: DemoSettings, out_dir: str, env: dict[str, str], wall: dict[str, PhaseTime]) -> tuple[str, str]:
+    """Data, tiny model and warm start into ``out_dir``; returns (warm-started model, data folder). Phase times
+    go into ``wall``."""
+    from verl_tor.demo.task import write_dataset
     from verl_tor.testing.tiny_model import build_tiny_qwen25vl
-
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    env = {**os.environ, **cpu_env()}
-    load_before = os.getloadavg()
-    wall: dict[str, PhaseTime] = {}
 
     start = time.perf_counter()
     data_dir = os.path.join(out_dir, "data")
@@ -259,46 +313,80 @@ def run_demo(settings: DemoSettings, out_dir: str) -> dict[str, str]:
         settings.warm_start_steps,
         _sft_progress(warm_metrics),
     )
-    model = os.path.join(warm_dir, "model")
+    return os.path.join(warm_dir, "model"), data_dir
+
+
+def run_arm(
+    arm: Arm, settings: DemoSettings, model: str, data: str, out_dir: str, env: dict[str, str], inspect: bool = False
+) -> tuple[metrics.Records, PhaseTime]:
+    """Train one arm into ``out_dir/<arm.directory>``; returns its metrics and wall time."""
+    run_dir = os.path.join(out_dir, arm.directory)
+    os.makedirs(run_dir, exist_ok=True)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    wall = run_phase(
+        arm.name,
+        main_ppo_command(arm, settings, model, data, run_dir, inspect=inspect),
+        env,
+        os.path.join(run_dir, "main_ppo.log"),
+        settings.steps,
+        _rl_progress(metrics_path),
+    )
+    return metrics.read_metrics(metrics_path), wall
+
+
+def run_demo(settings: DemoSettings, out_dir: str) -> dict[str, str]:
+    """Run the whole pipeline into ``out_dir``; returns the paths of its outputs by name."""
+    from verl_tor.demo import mechanism
+    from verl_tor.demo.warm_start import SFT_LOSS_FLOOR
+    from verl_tor.inspect import INSPECT_FILE
+    from verl_tor.inspect.page import write_page
+
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    env = {**os.environ, **cpu_env()}
+    load_before = os.getloadavg()
+    wall: dict[str, PhaseTime] = {}
+    model, data_dir = prepare(settings, out_dir, env, wall)
 
     # Sequential arms: on 2 cores two concurrent runs would only slow each other down and blur the timings.
     records: dict[str, metrics.Records] = {}
-    for arm, name in ARM_DIRS.items():
-        run_dir = os.path.join(out_dir, name)
-        os.makedirs(run_dir, exist_ok=True)
-        metrics_path = os.path.join(run_dir, "metrics.jsonl")
-        wall[arm] = run_phase(
-            arm,
-            main_ppo_command(arm, settings, model, data_dir, run_dir),
-            env,
-            os.path.join(run_dir, "main_ppo.log"),
-            settings.steps,
-            _rl_progress(metrics_path),
-        )
-        records[arm] = metrics.read_metrics(metrics_path)
-
+    for arm in DEMO_ARMS:
+        records[arm.name], wall[arm.name] = run_arm(arm, settings, model, data_dir, out_dir, env, inspect=arm is TOR)
     load_after = os.getloadavg()
+
+    tor_dir = os.path.join(out_dir, TOR.directory)
+    picked = mechanism.mechanism_by_step(os.path.join(tor_dir, INSPECT_FILE))
+    page = write_page(tor_dir, out=os.path.join(out_dir, "inspect.html"))
+    _, sft_losses = metrics.series(
+        metrics.read_metrics(os.path.join(out_dir, "warm_start", "metrics.jsonl")), "train/loss"
+    )
     notes = [
-        f"{settings.steps} steps per arm; {settings.prompts_per_step} prompts x {settings.responses_per_prompt} "
-        f"responses, mini-batch {settings.mini_batch_prompts} prompts, lr {settings.lr}, responses <= "
-        f"{settings.response_length} tokens, seed {settings.seed}; tiny Qwen2.5-VL hidden {settings.hidden}, "
-        f"{settings.layers} layers; format-only warm start {settings.warm_start_steps} SFT steps",
+        settings.describe(),
+        f"warm-start loss {sft_losses[-1]:.3f} at its last step (floor of its random labels {SFT_LOSS_FLOOR:.3f})"
+        if sft_losses
+        else "warm start logged no loss",
         "wall time (s): " + ", ".join(f"{phase} {seconds.describe()}" for phase, seconds in wall.items()),
         f"load average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f} on {os.cpu_count()} cores",
     ]
     block = max(1, settings.val_every if settings.steps >= 2 * settings.val_every else settings.steps)
     summary_path = os.path.join(out_dir, "summary.md")
     with open(summary_path, "w", encoding="utf-8") as f:
-        f.write(metrics.summary_markdown(records, block=block, notes=notes))
+        f.write(
+            metrics.summary_markdown(
+                records, block=block, notes=notes, mechanism=picked, inspect_page=os.path.basename(page)
+            )
+        )
     png_path = metrics.plot_curves(
         records,
-        os.path.join(out_dir, "rewards.png"),
-        title=f"GRPO vs GRPO+ToR, CPU colour task, {settings.steps} steps",
+        os.path.join(out_dir, "curves.png"),
+        title=f"GRPO vs GRPO+ToR, CPU colour-table task, {settings.steps} steps, seed {settings.seed}",
+        mechanism=picked,
     )
     return {
         "summary": summary_path,
         "png": png_path,
-        **{f"metrics {arm}": os.path.join(out_dir, name, "metrics.jsonl") for arm, name in ARM_DIRS.items()},
+        "inspect page": page,
+        **{f"metrics {arm.name}": os.path.join(out_dir, arm.directory, "metrics.jsonl") for arm in DEMO_ARMS},
     }
 
 

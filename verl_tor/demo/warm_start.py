@@ -1,9 +1,18 @@
-"""Format-only warm start of the tiny Qwen2.5-VL through veRL's own SFT trainer, on CPU.
+"""Warm start of the tiny Qwen2.5-VL through veRL's own SFT trainer, on CPU: the answer format and the text-side
+rule, not seeing.
 
-A randomly initialised tiny model rarely emits "one colour word, then stop", so RL from scratch spends most of its
-budget learning the answer format. This warm start teaches only the format: every training row pairs a colour
-picture with a **random** colour word, so the model learns to answer with one colour token and ``<|im_end|>`` but
-nothing about which colour it sees (its accuracy stays at chance, 1/6, and RL has the seeing left to learn).
+A randomly initialised tiny model rarely emits "colour, number, number, then stop", so RL from scratch would
+spend its budget on the format. Every warm-start row pairs a task prompt with a **random** colour
+(:func:`verl_tor.demo.task.sft_answer`), that colour's number from the table, and a pick drawn uniformly among
+the right ones. So the model learns the format, the table lookup (number given the colour word it said) and the
+pick rule with a genuinely spread-out choice, but nothing about which colour it sees: its accuracy stays at
+chance (1/4) and RL has the seeing left to learn.
+
+A quarter of the rows (``TEXT_ONLY_FRACTION``) show the prompt without its picture, as a real multimodal model has
+seen text-only prompts. ToR's perception score compares each token's log-probability with and without the
+picture; a model that never saw a prompt without one is out of its training distribution there, and the score
+then measures that format change instead of seeing (measured without these rows: the pick and ``<|im_end|>`` had
+|Δ log π| of 4-7 nats already at step 1, the colour word 0.03, and T_p's precision for colour words was 0.00-0.08).
 
 It runs veRL 0.9.1's ``SFTTrainer`` (``verl/trainer/sft_trainer.py``, config ``sft_trainer_engine.yaml``: the
 multi-turn SFT dataset with images, the FSDP engine, ``sft_loss``) unchanged, in one process. Only the launch
@@ -26,27 +35,48 @@ import socket
 import time
 
 import numpy as np
+from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
-from verl_tor.testing.synthetic_data import COLOURS, make_rows
+from verl_tor.demo.task import PROMPT_TEXT, TABLE, make_rows, picks, sft_answer
 
-# Cross-entropy floor of the format-only target: a uniform guess among the colours on the colour token and a
-# certain <|im_end|> and newline after it (veRL's SFT loss covers the whole assistant turn after its header).
-FORMAT_LOSS_FLOOR = float(np.log(len(COLOURS)) / 3)
+# Cross-entropy floor of the warm-start target per assistant token (veRL's SFT loss covers the whole turn after its
+# header: colour, number, pick, <|im_end|>, newline): a uniform colour, a certain number, a uniform pick among the
+# right ones, a certain end.
+SFT_LOSS_FLOOR = float((np.log(len(TABLE)) + np.mean([np.log(len(picks(n))) for n in TABLE.values()])) / 5)
+TEXT_ONLY_FRACTION = 0.25
 
 
 def sft_rows(n: int, seed: int) -> list[dict]:
-    """``n`` rows of veRL's multi-turn SFT schema (``messages`` with an ``<image>`` placeholder, ``images``).
+    """``n`` rows of veRL's multi-turn SFT schema (``messages``, with an ``<image>`` placeholder where the row has
+    a picture, and ``images``).
 
-    The pictures and question are those of the RL task (:func:`verl_tor.testing.synthetic_data.make_rows`); the
-    assistant's answer is a colour drawn independently of the picture.
+    The pictures and prompt are those of the RL task (:func:`verl_tor.demo.task.make_rows`), a
+    ``TEXT_ONLY_FRACTION`` of them without the picture; the assistant's answer is
+    :func:`verl_tor.demo.task.sft_answer`, drawn independently of the picture.
     """
     rng = np.random.default_rng(seed)
-    names = list(COLOURS)
     rows = []
     for row in make_rows(n, "sft", rng):
-        answer = names[int(rng.integers(len(names)))]
-        rows.append({"messages": [*row["prompt"], {"role": "assistant", "content": answer}], "images": row["images"]})
+        prompt, images = row["prompt"], row["images"]
+        if rng.random() < TEXT_ONLY_FRACTION:
+            prompt, images = [{"role": "user", "content": PROMPT_TEXT}], []
+        rows.append({"messages": [*prompt, {"role": "assistant", "content": sft_answer(rng)}], "images": images})
     return rows
+
+
+class MixedSFTDataset(MultiTurnSFTDataset):
+    """veRL's multi-turn SFT dataset for batches that mix rows with and without pictures.
+
+    veRL's dataset leaves ``multi_modal_inputs`` out of a row without images, and its collator takes the keys of a
+    batch from the batch's first row: a text-only first row drops the pictures of the others. Here such a row holds
+    ``multi_modal_inputs=None``, which veRL's engine skips as a text-only row (``extract_multi_modal_inputs``).
+    Selected with ``data.custom_cls``.
+    """
+
+    def __getitem__(self, item: int) -> dict:
+        row = super().__getitem__(item)
+        row.setdefault("multi_modal_inputs", None)
+        return row
 
 
 def write_sft_dataset(out_dir: str, n: int, seed: int) -> str:
@@ -67,6 +97,8 @@ def sft_overrides(
         f"model.path={model_path}",
         f"data.train_files={train_file}",
         f"data.train_batch_size={batch_size}",
+        "data.custom_cls.path=pkg://verl_tor.demo.warm_start",
+        "data.custom_cls.name=MixedSFTDataset",
         f"data.micro_batch_size_per_gpu={batch_size}",
         "data.use_dynamic_bsz=false",
         "data.max_length=256",
