@@ -1,20 +1,15 @@
-"""veRL's sync replay buffer with the batch in a canonical order and a short poll, for reproducible CPU runs.
+"""veRL's sync replay buffer with the batch in a canonical order, for reproducible CPU runs.
 
 veRL 0.9.1's V1 trainers read every rollout batch through a replay buffer over TransferQueue. Its sync
 :class:`~verl.trainer.ppo.v1.replay_buffer.ReplayBuffer` returns the trajectories in the order they were stored,
-i.e. in the order the concurrent agent loops finished, and their keys carry random uids
-(``uuid4``). That order decides the mini-batches, the micro-batches and the float summation order of every
-gradient, so two runs with the same seed diverge after a step or two. :class:`CanonicalReplayBuffer` keeps
-veRL's selection unchanged and only sorts the selected trajectories by content: the dataset row (``index``,
-from ``extra_info.index``), then the response's token ids. Same samples in, same batch order out, whatever the
-arrival order.
-
-It also polls TransferQueue every ``poll_interval`` seconds (``sampler_kwargs.poll_interval``, default 0.1)
-instead of veRL's 2 s, which on a tiny model rounds each step's generation time up to a multiple of 2 s.
+i.e. in the order the concurrent agent loops finished, and their keys carry random uids (``uuid4``). That order
+decides the mini-batches, the micro-batches and the float summation order of every gradient, so two runs with the
+same seed drift apart. :class:`CanonicalReplayBuffer` keeps veRL's selection unchanged and only sorts the selected
+trajectories by content: the dataset row (``index``, from ``extra_info.index``), then the response's token ids.
+Same samples in, same batch order out, whatever the arrival order.
 
     trainer.v1.sampler.custom_sampler.path=pkg://verl_tor.demo.sampler
     trainer.v1.sampler.custom_sampler.name=CanonicalReplayBuffer
-    +trainer.v1.sampler.sampler_kwargs.poll_interval=0.1
 
 veRL passes custom samplers no group-filtering settings: this buffer is for runs without DAPO's dynamic sampling
 (``algorithm.filter_groups``), like the demo's.
@@ -27,8 +22,6 @@ from typing import Any
 
 import transfer_queue as tq
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
-
-DEFAULT_POLL_INTERVAL_S = 0.1
 
 
 def canonical_order(indices: Sequence[Any], responses: Sequence[Sequence[int]]) -> list[int]:
@@ -46,13 +39,6 @@ def _as_list(value: Any) -> list:
 
 class CanonicalReplayBuffer(ReplayBuffer):
     """veRL's sync :class:`ReplayBuffer` whose batches come out in :func:`canonical_order`."""
-
-    def __init__(self, *args: Any, sampler_kwargs: Any = None, **kwargs: Any) -> None:
-        options = dict(sampler_kwargs or {})
-        kwargs.setdefault("poll_interval", float(options.pop("poll_interval", DEFAULT_POLL_INTERVAL_S)))
-        if options:
-            raise ValueError(f"unknown trainer.v1.sampler.sampler_kwargs for {type(self).__name__}: {sorted(options)}")
-        super().__init__(*args, sampler_kwargs=sampler_kwargs, **kwargs)
 
     def _materialize_batch(self, partition_id: str, selected_prompt_uids: list[str], partition_snapshot: dict):
         batch = super()._materialize_batch(partition_id, selected_prompt_uids, partition_snapshot)

@@ -26,6 +26,7 @@ from verl_tor.testing.cpu_overrides import cpu_env
 
 STUDY_ARMS = (GRPO, REASONING_ONLY, PERCEPTION_ONLY, TOR)
 DEFAULT_THRESHOLD = 0.8
+STUDY_VAL_EVERY = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in names if name not in by_directory]
     if unknown:
         parser.error(f"unknown arm(s) {unknown}; known: {', '.join(by_directory)}")
-    settings = DemoSettings() if args.steps is None else DemoSettings(steps=args.steps)
+    # Validation every 5 steps for the steps-to-threshold column; it is greedy and draws no random numbers, so the
+    # arms train exactly as in the demo (same seed, same run).
+    settings = dataclasses.replace(
+        DemoSettings(), val_every=STUDY_VAL_EVERY, **({"steps": args.steps} if args.steps else {})
+    )
     out_dir = args.out or os.path.join("outputs", "study", time.strftime("%Y%m%d-%H%M%S"))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     paths = run_study(settings, seeds, out_dir, tuple(by_directory[name] for name in names), args.threshold)
