@@ -13,6 +13,8 @@ import os
 import statistics
 from collections.abc import Iterable
 
+from verl_tor.demo.task import TABLE
+
 # veRL's names: mean sequence score of the rollout batch (the task reward), time of a whole trainer step.
 REWARD = "critic/score/mean"
 STEP_TIME = "timing_s/step"
@@ -20,6 +22,8 @@ STEP_TIME = "timing_s/step"
 VAL_PREFIX = "val-core/"
 # ToR's selection metrics (fractions of the rollout batch's valid response tokens; mean weight).
 TOR_FRACTIONS = ("tor/reasoning_fraction", "tor/perception_fraction", "tor/overlap_fraction", "tor/mean_weight")
+# Accuracy of a policy that names a colour without seeing the picture.
+CHANCE = 1 / len(TABLE)
 # The parts of the task's answer whose held-out accuracy veRL logs (verl_tor.demo.task.compute_score).
 ANSWER_PARTS = ("colour", "number", "pick")
 # verl_tor.demo.mechanism's metrics as table headers / curve labels.
@@ -244,7 +248,7 @@ def plot_curves(
         if metric is not None:
             val_steps, accuracy = series(records, metric)
             top.plot(val_steps, accuracy, "o--", color=colour, markersize=6, label=f"{name}: held-out accuracy")
-    top.axhline(1 / 6, color="grey", linestyle=":", linewidth=1, label="chance (1/6)")
+    top.axhline(CHANCE, color="grey", linestyle=":", linewidth=1, label=f"chance (1/{len(TABLE)})")
     top.set_ylim(-0.02, 1.02)
     top.set_ylabel("reward / accuracy")
     top.set_title(title)

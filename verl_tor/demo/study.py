@@ -121,7 +121,7 @@ def plot_study(results: dict[str, dict[int, ArmResult]], path: str, title: str) 
     left.set_title(f"held-out accuracy (greedy), mean ± sd over {seeds} seeds")
     right.set_title(f"training reward, mean over {seeds} seeds")
     for axis in (left, right):
-        axis.axhline(1 / 6, color="grey", linestyle=":", linewidth=1)
+        axis.axhline(metrics.CHANCE, color="grey", linestyle=":", linewidth=1)
         axis.set_xlabel("training step")
         axis.set_ylim(-0.02, 1.02)
         axis.grid(alpha=0.3)
