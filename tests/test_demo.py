@@ -167,6 +167,11 @@ def test_arms_differ_only_in_the_config(tmp_path):
     assert grpo_args["+actor_rollout_ref.rollout.engine_kwargs.hf.seeded_sampling"] == "true"
     assert grpo_args["trainer.v1.sampler.custom_sampler.path"] == "pkg://verl_tor.demo.sampler"
     assert "file" in grpo_args["trainer.logger"]
+    # The paper's GRPO KL loss against the warm-started model, no entropy bonus (it is not weighted by ToR).
+    assert grpo_args["actor_rollout_ref.actor.use_kl_loss"] == "True"
+    assert grpo_args["actor_rollout_ref.actor.kl_loss_coef"] == "0.01"
+    assert grpo_args["actor_rollout_ref.actor.kl_loss_type"] == "low_var_kl"
+    assert float(grpo_args["actor_rollout_ref.actor.entropy_coeff"]) == 0.0
     assert not any(key.startswith("tor.") for key in tor_args)
 
 
@@ -496,3 +501,26 @@ def test_compare_reports_training_metrics_that_differ_and_ignores_the_machines(t
     text = report(str(tmp_path / "a"), str(tmp_path / "b"))
     assert "grpo: 2 metrics compared, 1 identical at every step" in text
     assert "first step with a difference: 2" in text and f"{metrics.REWARD}: largest difference 0.1" in text
+
+
+def test_warm_start_dataset_collates_batches_that_start_with_a_text_only_row(tmp_path, tiny_model_dir):
+    """veRL's SFT collator takes a batch's keys from its first row: with a text-only row first, the pictures of the
+    others would be dropped; MixedSFTDataset's rows all carry multi_modal_inputs (None without a picture)."""
+    from omegaconf import OmegaConf
+    from transformers import AutoProcessor
+    from verl.utils.dataset.dataset_utils import DatasetPadMode, SFTTensorCollator
+
+    from verl_tor.demo.warm_start import MixedSFTDataset, sft_rows, write_sft_dataset
+
+    path = write_sft_dataset(str(tmp_path), 12, seed=0)
+    rows = sft_rows(12, seed=0)
+    text_only = [i for i, row in enumerate(rows) if not row["images"]]
+    with_image = [i for i, row in enumerate(rows) if row["images"]]
+    assert text_only and with_image
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    config = OmegaConf.create({"max_length": 256, "pad_mode": "no_padding", "truncation": "error"})
+    dataset = MixedSFTDataset(parquet_files=path, tokenizer=processor.tokenizer, config=config, processor=processor)
+    batch = SFTTensorCollator(DatasetPadMode.NO_PADDING)([dataset[i] for i in (text_only[0], *with_image[:2])])
+    inputs = [item.data if hasattr(item, "data") else item for item in batch["multi_modal_inputs"]]
+    assert inputs[0] is None
+    assert all(item["pixel_values"].shape[0] > 0 for item in inputs[1:])
