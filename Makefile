@@ -43,13 +43,14 @@ lint: install
 
 # GRPO vs GRPO+ToR on CPU with veRL's real main_ppo (verl_tor/demo; README, "The CPU demo"): `STEPS=N` sets the
 # steps per arm, `SEED=S` the seed of everything (data, model, warm start, both arms; the same seed gives the same
-# run); outputs go to outputs/demo/<timestamp>/ (summary.md, curves.png, inspect.html, metrics jsonl per arm).
+# run), `FAMILY=F` the tiny model's family (qwen2_5_vl default, qwen3_vl, qwen3_vl_moe, qwen3_5, qwen3_5_moe);
+# outputs go to outputs/demo/<timestamp>/ (summary.md, curves.png, inspect.html, metrics jsonl per arm).
 demo: install
-	$(PY) -m verl_tor.demo $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED))
+	$(PY) -m verl_tor.demo $(if $(STEPS),--steps $(STEPS)) $(if $(SEED),--seed $(SEED)) $(if $(FAMILY),--family $(FAMILY))
 
 # The same pipeline with 2 steps per arm and a short warm start: a few minutes.
 smoke: install
-	$(PY) -m verl_tor.demo --smoke
+	$(PY) -m verl_tor.demo --smoke $(if $(FAMILY),--family $(FAMILY))
 
 # The paper's motivation experiment on the demo's task: GRPO, reasoning tokens only, perception tokens only and
 # GRPO+ToR for SEEDS seeds (default 3; ≈ 20 min per seed on 2 cores); outputs/study/<timestamp>/study.md and .png.

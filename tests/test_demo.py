@@ -217,6 +217,15 @@ def test_command_line_sets_steps_and_seed_over_the_defaults_or_smoke(tmp_path):
         parse_args(["--steps", "0"])
 
 
+def test_command_line_picks_the_tiny_models_family(tmp_path):
+    settings, _ = parse_args(["--family", "qwen3_5", "--smoke"])
+    assert settings == DemoSettings(**{**vars(DemoSettings.smoke()), "family": "qwen3_5"})
+    assert "tiny Qwen3.5 hidden 128, 4 layers" in settings.describe()  # the family's own layer count
+    assert "tiny Qwen2.5-VL hidden 128, 2 layers" in DemoSettings().describe()
+    with pytest.raises(SystemExit):
+        parse_args(["--family", "llava"])
+
+
 def picture_colour(png: bytes) -> str:
     """The task colour nearest to the picture's mean pixel (the jitter is small against the colour gaps)."""
     import io

@@ -5,7 +5,7 @@ Pipeline (every training phase is a veRL entry point in its own process, shown a
 1. data: the colour-table task (:mod:`verl_tor.demo.task`): a picture of a colour, a fixed colour -> number table
    in the prompt; the right response names the colour (perception), its number (lookup) and another number of the
    table (a genuine choice); one fresh picture per training prompt, held-out pictures for validation;
-2. model: a random tiny Qwen2.5-VL (:mod:`verl_tor.testing.tiny_model`) with a vocabulary of the task's words;
+2. model: a random tiny Qwen2.5-VL (or ``--family``'s, :mod:`verl_tor.testing.tiny_model`) with a vocabulary of the task's words;
 3. warm start through veRL's SFT trainer (:mod:`verl_tor.demo.warm_start`) on **random** colour labels: it teaches
    the format, the lookup and the pick rule, not seeing, so RL starts at chance (1/4);
 4. GRPO: ``python -m verl.trainer.main_ppo`` with veRL's stock config and trainer;
@@ -42,6 +42,7 @@ import verl_tor
 from verl_tor.demo import metrics
 from verl_tor.demo.task import TASK_TEXT, TASK_WORDS
 from verl_tor.testing.cpu_overrides import cpu_env, cpu_overrides
+from verl_tor.testing.tiny_model import FAMILIES, family_of
 
 DEFAULT_STEPS = 30
 TOR_CONFIG_DIR = os.path.join(os.path.dirname(verl_tor.__file__), "config")
@@ -92,8 +93,9 @@ class DemoSettings:
     kl_coeff: float = 0.01
     response_length: int = 4
     agent_workers: int = 2
+    family: str = "qwen2_5_vl"
     hidden: int = 128
-    layers: int = 2
+    layers: int | None = None
     seed: int = 0
 
     @classmethod
@@ -111,12 +113,18 @@ class DemoSettings:
         """Responses per step (what the inspector records in full for the mechanism metrics)."""
         return self.prompts_per_step * self.responses_per_prompt
 
+    def model_title(self) -> str:
+        """The tiny model's family and size, e.g. ``Qwen2.5-VL hidden 128, 2 layers``."""
+        family = family_of(self.family)
+        layers = self.layers or family.default_size.layers
+        return f"{family.title} hidden {self.hidden}, {layers} layers"
+
     def describe(self) -> str:
         return (
             f"{self.steps} steps per arm; {self.prompts_per_step} prompts x {self.responses_per_prompt} responses, "
             f"mini-batch {self.mini_batch_prompts} prompts, lr {self.lr}, KL loss {self.kl_coeff} (low_var_kl), "
             f"entropy bonus {self.entropy_coeff}, responses <= {self.response_length} tokens, "
-            f"seed {self.seed}; tiny Qwen2.5-VL hidden {self.hidden}, {self.layers} layers; warm start "
+            f"seed {self.seed}; tiny {self.model_title()}; warm start "
             f"{self.warm_start_steps} SFT steps at lr {self.warm_start_lr}; held-out accuracy (greedy) on "
             f"{self.val_rows} pictures every {self.val_every} steps"
         )
@@ -277,13 +285,14 @@ def prepare(settings: DemoSettings, out_dir: str, env: dict[str, str], wall: dic
     """Data, tiny model and warm start into ``out_dir``; returns (warm-started model, data folder). Phase times
     go into ``wall``."""
     from verl_tor.demo.task import write_dataset
-    from verl_tor.testing.tiny_model import build_tiny_qwen25vl
+    from verl_tor.testing.tiny_model import build_tiny_model
 
     start = time.perf_counter()
     data_dir = os.path.join(out_dir, "data")
     write_dataset(data_dir, train=settings.train_rows, val=settings.val_rows, seed=settings.seed)
-    init_model = build_tiny_qwen25vl(
+    init_model = build_tiny_model(
         os.path.join(out_dir, "model_init"),
+        family=settings.family,
         hidden=settings.hidden,
         layers=settings.layers,
         seed=settings.seed,
@@ -397,13 +406,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[DemoSettings, str]:
     parser.add_argument(
         "--seed", type=int, help="seed of the data, the tiny model, the warm start and both arms (default 0)"
     )
+    parser.add_argument(
+        "--family",
+        choices=sorted(FAMILIES),
+        help=f"the tiny model's family (default {DemoSettings.family}; README, 'Supported models')",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 steps per arm and a short warm start")
     parser.add_argument("--out", help="output folder (default outputs/demo/<timestamp>)")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
     settings = DemoSettings.smoke() if args.smoke else DemoSettings()
-    changes = {name: getattr(args, name) for name in ("steps", "seed") if getattr(args, name) is not None}
+    changes = {name: getattr(args, name) for name in ("steps", "seed", "family") if getattr(args, name) is not None}
     out_dir = args.out or os.path.join("outputs", "demo", time.strftime("%Y%m%d-%H%M%S"))
     return dataclasses.replace(settings, **changes), out_dir
 

@@ -1,4 +1,4 @@
-"""Warm start of the tiny Qwen2.5-VL through veRL's own SFT trainer, on CPU: the answer format and the text-side
+"""Warm start of the tiny model (any family) through veRL's own SFT trainer, on CPU: the answer format and the text-side
 rule, not seeing.
 
 A randomly initialised tiny model rarely emits "colour, number, number, then stop", so RL from scratch would
