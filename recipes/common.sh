@@ -125,7 +125,7 @@ DAPO=(
   algorithm.filter_groups.metric=acc
 )
 
-# ToR with the paper's values (method.md); recipes append tor.* changes after it.
+# ToR with the paper's values (arXiv 2603.25077, Table 4); recipes append tor.* changes after it.
 TOR=(
   tor.enable=true
   tor.reasoning_quantile=0.3

@@ -1,6 +1,6 @@
 """ToR token weights in pure torch (no veRL import): scores, batch-level selection and per-token weights.
 
-Notation follows ToR (Lu et al., arXiv 2603.25077) and docs/method.md:
+Notation follows ToR (Lu et al., arXiv 2603.25077):
 
 - reasoning score, Eq. 5: H_t, the entropy of the next-token distribution truncated to its top-p set;
 - perception score, Eq. 8: S_t = |log π(o_t | I, q, o_<t) − log π(o_t | ∅, q, o_<t)| (computed elsewhere);
