@@ -16,7 +16,7 @@ import os
 from verl_tor.demo import metrics
 
 # Metrics of the machine, not of the training: they differ between any two runs.
-MACHINE_PREFIXES = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/", "tor/inspect_time_s")
+MACHINE_PREFIXES = ("timing_s/", "timing_per_token_ms/", "perf/", "actor/perf/")
 
 
 def differences(first: metrics.Records, second: metrics.Records) -> dict[str, tuple[float, int | None]]:

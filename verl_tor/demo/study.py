@@ -86,13 +86,11 @@ def study_markdown(results: dict[str, dict[int, ArmResult]], threshold: float, n
             for seed in seeds
             if seed in results[baseline]
         ]
+        first_reached = f"{statistics.fmean(reached):.0f}" if reached else "—"
         lines.append(
-            f"| {arm} | {_mean_sd(final)} | {', '.join(f'{value:.2f}' for value in final)} | "
-            f"{statistics.fmean(reached):.0f} | {len(reached)}/{len(seeds)} | "
-            f"{_mean_sd([by_seed[seed].seconds_per_step for seed in seeds])} | {_mean_sd(ratios)} |"
-            if reached
-            else f"| {arm} | {_mean_sd(final)} | {', '.join(f'{value:.2f}' for value in final)} | — | "
-            f"0/{len(seeds)} | {_mean_sd([by_seed[seed].seconds_per_step for seed in seeds])} | {_mean_sd(ratios)} |"
+            f"| {arm} | {_mean_sd(final)} | {', '.join(f'{value:.2f}' for value in final)} | {first_reached} | "
+            f"{len(reached)}/{len(seeds)} | {_mean_sd([by_seed[seed].seconds_per_step for seed in seeds])} | "
+            f"{_mean_sd(ratios)} |"
         )
     return "\n".join(lines) + "\n"
 
