@@ -158,7 +158,7 @@ def test_arms_differ_only_in_the_config(tmp_path):
     assert grpo_args["trainer.test_freq"] == "5"
     assert grpo_args["data.seed"] == grpo_args["actor_rollout_ref.rollout.seed"] == "3"
     assert grpo_args["reward.custom_reward_function.path"] == "pkg://verl_tor.demo.task"
-    # 4 prompts x 8 responses per mini-batch (one micro-batch), so 4 optimizer updates per step of 16 prompts.
+    # A mini-batch is one micro-batch: 8 prompts x 8 responses, 2 optimizer updates per step of 16 prompts.
     assert grpo_args["actor_rollout_ref.actor.ppo_mini_batch_size"] == str(settings.mini_batch_prompts)
     assert grpo_args["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"] == str(
         settings.mini_batch_prompts * settings.responses_per_prompt
@@ -466,6 +466,51 @@ def test_canonical_order_is_the_same_for_any_arrival_order():
         order = canonical_order([index for index, _ in arrived], [response for _, response in arrived])
         assert sorted(order) == list(range(len(batch)))
         assert [arrived[i] for i in order] == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "filter_groups", "refused"),
+    [
+        ("sync", False, None),
+        ("colocate_async", False, "trainer.v1.trainer_mode"),
+        ("sync", True, "algorithm.filter_groups.enable"),
+    ],
+)
+def test_canonical_buffer_refuses_what_verl_would_not_give_it(mode, filter_groups, refused):
+    """Built by veRL's own ``_build_replay_buffer``: async modes and DAPO's dynamic sampling stop at start-up (veRL
+    would silently use the sync buffer without filtering), plain sync runs get the canonical buffer."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    from verl_tor.demo.sampler import CanonicalReplayBuffer
+
+    class Trainer:
+        trainer_mode = mode
+        config = OmegaConf.create(
+            {
+                "trainer": {
+                    "v1": {
+                        "sampler": {
+                            "custom_sampler": {"path": "pkg://verl_tor.demo.sampler", "name": "CanonicalReplayBuffer"},
+                            "max_off_policy_threshold": None,
+                            "max_off_policy_strategy": "drop",
+                            "sampler_kwargs": {},
+                        }
+                    }
+                },
+                "algorithm": {"filter_groups": {"enable": filter_groups, "metric": "acc"}},
+            }
+        )
+
+        def _add_prompts_to_generate(self, *args, **kwargs):
+            raise AssertionError("not called at construction")
+
+    build = PPOTrainer._build_replay_buffer
+    if refused is None:
+        assert isinstance(build(Trainer()), CanonicalReplayBuffer)
+    else:
+        with pytest.raises(ValueError, match=refused):
+            build(Trainer())
 
 
 # ------------------------------------------------------------------------------------------------ the study

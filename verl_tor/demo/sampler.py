@@ -11,8 +11,9 @@ Same samples in, same batch order out, whatever the arrival order.
     trainer.v1.sampler.custom_sampler.path=pkg://verl_tor.demo.sampler
     trainer.v1.sampler.custom_sampler.name=CanonicalReplayBuffer
 
-veRL passes custom samplers no group-filtering settings: this buffer is for runs without DAPO's dynamic sampling
-(``algorithm.filter_groups``), like the demo's.
+veRL passes custom samplers no group-filtering settings, and builds the custom class in every trainer mode: this
+buffer (veRL's sync one) refuses an asynchronous ``trainer.v1.trainer_mode`` and DAPO's dynamic sampling
+(``algorithm.filter_groups.enable``) at start-up instead of silently not doing them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,24 @@ def _as_list(value: Any) -> list:
 
 class CanonicalReplayBuffer(ReplayBuffer):
     """veRL's sync :class:`ReplayBuffer` whose batches come out in :func:`canonical_order`."""
+
+    def _validate_mode_config(self) -> None:
+        super()._validate_mode_config()
+        # The ToR trainers report their base mode here ("sync" for tor_sync).
+        if self.trainer_mode != "sync":
+            raise ValueError(
+                f"trainer.v1.sampler.custom_sampler.name=CanonicalReplayBuffer is veRL's sync replay buffer: "
+                f"trainer.v1.trainer_mode must be sync or tor_sync, not {self.trainer_mode!r}"
+            )
+        # veRL gives custom samplers no filter settings; the trainer that owns the refill callback has them.
+        config = getattr(getattr(self.refill_fn, "__self__", None), "config", None)
+        filter_groups = config.algorithm.get("filter_groups", None) if config is not None else None
+        if filter_groups is not None and filter_groups.get("enable", False):
+            raise ValueError(
+                "algorithm.filter_groups.enable=true with trainer.v1.sampler.custom_sampler.name="
+                "CanonicalReplayBuffer: veRL passes custom samplers no group filtering, so DAPO's dynamic sampling "
+                "would silently not run; use veRL's own replay buffer for DAPO"
+            )
 
     def _materialize_batch(self, partition_id: str, selected_prompt_uids: list[str], partition_snapshot: dict):
         batch = super()._materialize_batch(partition_id, selected_prompt_uids, partition_snapshot)
