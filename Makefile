@@ -92,7 +92,7 @@ install-gpu:
 # flash-attn import, free disk under OUTPUT_DIR. On a multi-node cluster, run it on every node.
 PREFLIGHT_PYTHON ?= $(GPU_VENV)/bin/python
 preflight:
-	$(PREFLIGHT_PYTHON) -m verl_tor.preflight --gpus $(N_GPUS_PER_NODE) --output-dir $(OUTPUT_DIR)
+	$(PREFLIGHT_PYTHON) -m verl_tor.launch.preflight --gpus $(N_GPUS_PER_NODE) --output-dir $(OUTPUT_DIR)
 
 # CI, after `make test` (needs the package index, never run by `make test`): the GPU install sequence resolves, in
 # a throwaway venv under /tmp, with flash-attn's CUDA build skipped (FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE: its
@@ -117,4 +117,4 @@ check-gpu-install:
 	  "$$dir/report.json" $(GPU_STACK) $(FLASH_ATTN) verl==0.9.1 verl-tor==0.1.0; \
 	echo "check-gpu-install took $$(( $$(date +%s) - start )) s"
 
-include data_prep/data.mk
+include verl_tor/data_prep/data.mk

@@ -9,7 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["verl_tor", "verl_tor.*", "data_prep", "data_prep.*"]),
+    packages=find_packages(include=["verl_tor", "verl_tor.*"]),
     package_data={"verl_tor": ["config/*.yaml"]},
     # torch is deliberately not pinned here: GPU users take veRL's pin, CPU users install it first (Makefile).
     install_requires=[

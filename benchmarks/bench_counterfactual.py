@@ -39,8 +39,8 @@ def main() -> None:
     from verl.utils import hf_processor
     from verl.utils import tensordict_utils as tu
 
-    from verl_tor.counterfactual import as_list
     from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY_TOP_P
+    from verl_tor.nested import as_list
     from verl_tor.testing.actor_engine import actor_overrides, build_actor_worker
     from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
     from verl_tor.testing.tiny_model import build_tiny_qwen25vl

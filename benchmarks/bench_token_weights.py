@@ -1,4 +1,4 @@
-"""CPU benchmarks of verl_tor.token_weights, each against a baseline timed in the same run (machines are noisy).
+"""CPU benchmarks of verl_tor.methods.tor, each against a baseline timed in the same run (machines are noisy).
 
 1. `tor_token_weights` on a rollout batch of ~5,000,000 response tokens vs one `torch.topk` (k = 30% of N) over the
    same flattened entropies. Target: the whole weighting in <= 0.5 s on 2 cores.
@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from verl_tor.token_weights import ToRConfig, tor_token_weights, truncated_entropy
+from verl_tor.methods.tor import ToRConfig, tor_token_weights, truncated_entropy
 
 QWEN_VOCAB = 151_936
 MAX_RESPONSE_LENGTH = 2048

@@ -14,7 +14,7 @@
 # Environment knobs: MODEL_PATH DATA_ROOT N_GPUS_PER_NODE NNODES LOGGER EXPERIMENT_NAME OUTPUT_DIR, and
 #   SMOKE=1    one step on the CPU with the tiny model (no GPU, no downloads)
 #   DRY_RUN=1  print the command (with its environment) instead of running it
-#   PREFLIGHT=0  skip python -m verl_tor.preflight (driver, GPUs, vLLM, flash-attn, data, disk), run first
+#   PREFLIGHT=0  skip python -m verl_tor.launch.preflight (driver, GPUs, vLLM, flash-attn, data, disk), run first
 #   MAX_PROMPT_LENGTH  prompt budget in tokens, images included (default: the recipe's, 2048; ViRL39K 8192)
 #   ROLLOUT_NNODES PARAMETER_SYNC_STEP  the separate_async recipes' rollout nodes (2) and local updates per step (4)
 #   FORWARD_ENV  names of variables forwarded to every Ray process (default: WANDB_API_KEY HF_TOKEN HF_HOME)
@@ -25,7 +25,7 @@ SMOKE="${SMOKE:-0}"
 DRY_RUN="${DRY_RUN:-0}"
 PREFLIGHT="${PREFLIGHT:-1}"
 # The TaskRunner and workers may run on other nodes, where Ray processes have the environment of that node's
-# `ray start`: these variables go to them by name (verl_tor/ray_env.py), so no value is written into command.sh.
+# `ray start`: these variables go to them by name (verl_tor/launch/ray_env.py), so no value is written into command.sh.
 FORWARD_ENV="${FORWARD_ENV:-WANDB_API_KEY HF_TOKEN HF_HOME}"
 # Absolute paths: Ray actors do not necessarily share the launching shell's working directory.
 DATA_ROOT=$(realpath -m "${DATA_ROOT:-$HOME/data/verl_tor}")
@@ -67,7 +67,7 @@ PAPER_MAX_PIXELS=4194304
 
 # Token budgets: a recipe may set PROMPT_LENGTH after sourcing this file (MAX_PROMPT_LENGTH overrides it). Prompts
 # count their image tokens (a 4,194,304-pixel image is ≈ 5,350); longer ones are dropped by veRL and counted in
-# run.json (verl_tor.prompt_filter). Change the budget here, not with data.max_prompt_length: vLLM's context is
+# run.json (verl_tor.launch.prompt_filter). Change the budget here, not with data.max_prompt_length: vLLM's context is
 # derived from it.
 PROMPT_LENGTH=2048
 RESPONSE_LENGTH=2048
@@ -254,7 +254,7 @@ run_overrides() {
     "trainer.logger=[$LOGGER,file]"
     +ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$1/metrics/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
     +ray_kwargs.ray_init.runtime_env.env_vars.VERL_TOR_RUN_JSON="$1/run.json"
-    data.custom_cls.path=pkg://verl_tor.prompt_filter
+    data.custom_cls.path=pkg://verl_tor.launch.prompt_filter
     data.custom_cls.name=FilterCountingRLHFDataset
     trainer.default_local_dir="$1/checkpoints"
     trainer.save_freq="$save_freq"
@@ -269,13 +269,13 @@ run_info() {
   "$PYTHON" -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' "$@"
 }
 
-# preflight [ARG...]: python -m verl_tor.preflight for this run, before anything starts; a failure stops the
+# preflight [ARG...]: python -m verl_tor.launch.preflight for this run, before anything starts; a failure stops the
 # script. PREFLIGHT=0 skips it, DRY_RUN=1 runs nothing, SMOKE=1 skips its GPU checks (keeps the disk check).
 preflight() {
   if [[ $PREFLIGHT == 0 || $DRY_RUN == 1 ]]; then return 0; fi
   local mode=()
   if [[ $SMOKE == 1 ]]; then mode=(--smoke); fi
-  "$PYTHON" -m verl_tor.preflight "${mode[@]}" --gpus "$N_GPUS_PER_NODE" --nnodes "$NNODES" \
+  "$PYTHON" -m verl_tor.launch.preflight "${mode[@]}" --gpus "$N_GPUS_PER_NODE" --nnodes "$NNODES" \
     --output-dir "$OUTPUT_DIR" --logger "$LOGGER" "$@"
 }
 

@@ -14,8 +14,9 @@ from reference_math import reference_truncated_entropy
 from tiny_families import ENGINE_FAMILIES
 from transformers import AutoModelForImageTextToText
 
-from verl_tor.counterfactual import as_list, image_removed_batch, nested_rows, vision_block_mask
+from verl_tor.counterfactual.remove import image_removed_batch, vision_block_mask
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.nested import as_list, nested_rows
 from verl_tor.steps import pad_rows_to_multiple
 from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
 

@@ -18,9 +18,7 @@ import pytest
 from datasets import Features, List, Value
 from PIL import Image, ImageDraw
 
-from data_prep import (
-    BENCHMARKS,
-    DATA_SOURCES,
+from verl_tor.data_prep import (
     dynamath,
     geo3k,
     hallusionbench,
@@ -32,7 +30,7 @@ from data_prep import (
     virl39k,
     wemath,
 )
-from data_prep.common import (
+from verl_tor.data_prep.common import (
     ANSWER_NOT_IN_CHOICES,
     IMAGE_NOT_FOUND,
     MANIFEST_NAME,
@@ -52,7 +50,8 @@ from data_prep.common import (
     sha256_of,
     unbox,
 )
-from data_prep.common import main as converter_main
+from verl_tor.data_prep.common import main as converter_main
+from verl_tor.eval.benchmarks import BENCHMARKS, DATA_SOURCES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE = datasets.Image()
@@ -688,7 +687,7 @@ def test_single_split_copy_must_name_its_split(tmp_path):
 def test_command_line_runs_as_a_module_and_reports_errors(tmp_path):
     source, _, _, _ = build_logicvista(tmp_path)
     out_dir = tmp_path / "out"
-    command = [sys.executable, "-m", "data_prep.logicvista", "--local_save_dir", str(out_dir)]
+    command = [sys.executable, "-m", "verl_tor.data_prep.logicvista", "--local_save_dir", str(out_dir)]
     done = subprocess.run(
         [*command, "--local_dataset_path", str(source)], cwd=REPO_ROOT, capture_output=True, text=True
     )
@@ -711,7 +710,7 @@ def test_make_targets_call_the_converters():
     )
     assert done.returncode == 0, done.stderr
     for name in CASES:
-        assert f"-m data_prep.{name} --local_save_dir /data/x/{name}" in done.stdout
+        assert f"-m verl_tor.data_prep.{name} --local_save_dir /data/x/{name}" in done.stdout
 
 
 # ----------------------------------------------------------------------------------------------------- text helpers

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from verl_tor.counterfactual import as_list
-from verl_tor.model_families import FAMILIES as MODEL_FAMILIES
-from verl_tor.model_families import supported_model_types, vision_block_spec
+from verl_tor.counterfactual.families import FAMILIES as MODEL_FAMILIES
+from verl_tor.counterfactual.families import supported_model_types, vision_block_spec
+from verl_tor.nested import as_list
 from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows
 from verl_tor.testing.tiny_model import FAMILIES
 
@@ -278,6 +278,6 @@ def test_qwen2_5_vl_video_blocks_are_deleted_whole(processors):
 
 
 def _block_mask(prompt: torch.Tensor, spec) -> torch.Tensor:
-    from verl_tor.counterfactual import vision_block_mask
+    from verl_tor.counterfactual.remove import vision_block_mask
 
     return vision_block_mask(prompt, spec.vision_start_id, spec.vision_end_id)

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 from verl_tor.config_checks import read_tor_section
-from verl_tor.counterfactual import nested_rows
+from verl_tor.nested import nested_rows
 from verl_tor.policy_loss import UNSUPPORTED_LOSS_MODES, WEIGHT_TARGETS, weight_target
 from verl_tor.steps import apply_token_weights
 from verl_tor.testing.actor_engine import compose_ppo_config

@@ -1,4 +1,4 @@
-"""``verl_tor.preflight``: each check on the outputs it parses (nvidia-smi headers as drivers print them, torch
+"""``verl_tor.launch.preflight``: each check on the outputs it parses (nvidia-smi headers as drivers print them, torch
 probes, /proc/mounts), and the command on this CPU machine as SMOKE=1 runs it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from verl_tor import preflight
+from verl_tor.launch import preflight
 
 NVIDIA_SMI_HEADER = """\
 Mon Dec  1 10:00:00 2026
@@ -126,7 +126,14 @@ def test_images_per_row_are_read_from_the_parquet_without_the_bytes(tmp_path):
 
 
 def test_command_under_smoke_passes_on_a_cpu_machine_and_fails_on_missing_data(tmp_path):
-    command = [sys.executable, "-m", "verl_tor.preflight", "--smoke", "--output-dir", str(tmp_path / "runs" / "x")]
+    command = [
+        sys.executable,
+        "-m",
+        "verl_tor.launch.preflight",
+        "--smoke",
+        "--output-dir",
+        str(tmp_path / "runs" / "x"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "GB free under" in done.stderr and "nvidia" not in done.stderr.lower()

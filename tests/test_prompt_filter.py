@@ -1,4 +1,4 @@
-"""``verl_tor.prompt_filter``: veRL's own overlong-prompt filter, selected through ``data.custom_cls`` as the recipes
+"""``verl_tor.launch.prompt_filter``: veRL's own overlong-prompt filter, selected through ``data.custom_cls`` as the recipes
 select it, keeps exactly the rows plain ``RLHFDataset`` keeps, and the count it records is the number of rows built
 here to be too long (large images), per data source."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from verl_tor.prompt_filter import RUN_JSON_ENV, dataset_role
+from verl_tor.launch.prompt_filter import RUN_JSON_ENV, dataset_role
 from verl_tor.testing.synthetic_data import QUESTION, colour_image_png
 
 MAX_PROMPT_LENGTH = 128
@@ -64,7 +64,7 @@ def data_config(tmp_path):
         "+data.mm_processor_kwargs.min_pixels=3136",
         "+data.mm_processor_kwargs.max_pixels=262144",
         # As the recipes select it (recipes/common.sh, run_overrides).
-        "data.custom_cls.path=pkg://verl_tor.prompt_filter",
+        "data.custom_cls.path=pkg://verl_tor.launch.prompt_filter",
         "data.custom_cls.name=FilterCountingRLHFDataset",
     ]
     return compose_ppo_config(overrides).data

@@ -1,4 +1,4 @@
-"""``verl_tor.ray_env``: variables named in VERL_TOR_FORWARD_ENV reach ``ray.init``'s runtime_env (values from the
+"""``verl_tor.launch.ray_env``: variables named in VERL_TOR_FORWARD_ENV reach ``ray.init``'s runtime_env (values from the
 process, never from the command line), and the metrics folder is created where veRL's file logger runs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-from verl_tor import ray_env
+from verl_tor.launch import ray_env
 
 
 def test_named_variables_that_are_set_are_forwarded():

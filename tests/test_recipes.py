@@ -365,19 +365,19 @@ def test_environment_knobs(tmp_path):
     assert config.data.train_files == str(tmp_path / "data" / "geo3k" / "train.parquet")
     metrics_path = config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH
     assert re.fullmatch(re.escape(str(run_dir / "metrics")) + r"/\d{8}T\d{6}Z\.jsonl", metrics_path)
-    # The datasets count what veRL's length filter removes into the run's run.json (verl_tor.prompt_filter).
+    # The datasets count what veRL's length filter removes into the run's run.json (verl_tor.launch.prompt_filter).
     assert config.ray_kwargs.ray_init.runtime_env.env_vars.VERL_TOR_RUN_JSON == str(run_dir / "run.json")
     assert (config.data.custom_cls.path, config.data.custom_cls.name) == (
-        "pkg://verl_tor.prompt_filter",
+        "pkg://verl_tor.launch.prompt_filter",
         "FilterCountingRLHFDataset",
     )
 
 
 def test_secrets_reach_ray_by_name_never_by_value(tmp_path):
-    """WANDB_API_KEY and friends are forwarded to every Ray process (verl_tor.ray_env) by naming them in the
+    """WANDB_API_KEY and friends are forwarded to every Ray process (verl_tor.launch.ray_env) by naming them in the
     command's environment; their values are in neither the command nor its overrides (nor command.sh, which holds
     the same words)."""
-    from verl_tor.ray_env import forwarded_variables
+    from verl_tor.launch.ray_env import forwarded_variables
 
     secrets = {"WANDB_API_KEY": "wandb-secret-0123", "HF_HOME": "/shared/hf"}
     [words] = dry_run_commands("qwen2_5_vl_7b_geo3k_grpo.sh", (), tmp_path, **secrets)

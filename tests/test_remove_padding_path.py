@@ -22,8 +22,8 @@ from PIL import Image
 from reference_math import reference_truncated_entropy, reference_truncated_entropy_bounds
 from tiny_families import ENGINE_FAMILIES
 
-from verl_tor.counterfactual import as_list
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
+from verl_tor.nested import as_list
 from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
 from verl_tor.testing.varlen_attention import varlen_attention
 

@@ -124,9 +124,9 @@ def test_table_4_layout_with_the_papers_numbers(runs, tmp_path):
 
 
 def test_rows_removed_by_the_length_filter_are_listed_per_run_and_evaluation(runs, tmp_path):
-    """What verl_tor.prompt_filter records in each launch's run.json (written here by its own function) appears in
+    """What verl_tor.launch.prompt_filter records in each launch's run.json (written here by its own function) appears in
     a table after the accuracies."""
-    from verl_tor.prompt_filter import record_in_run_json
+    from verl_tor.launch.prompt_filter import record_in_run_json
 
     paper_run, other = runs
     train = {"files": ["/d/geo3k/train.parquet"], "max_prompt_length": 2048, "rows_before": 2101, "rows_after": 2090}

@@ -1,4 +1,4 @@
-"""verl_tor.token_weights against independent float64 references (numpy sorting, explicit orderings)."""
+"""verl_tor.methods.tor against independent float64 references (numpy sorting, explicit orderings)."""
 
 import dataclasses
 import math
@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from reference_math import reference_truncated_entropy
 
-from verl_tor.token_weights import (
+from verl_tor.methods.tor import (
     VALID_COUNTERFACTUALS,
     ToRConfig,
     select_top_fraction,
@@ -537,3 +537,19 @@ def test_zero_entropy_tokens_never_fill_the_reasoning_set():
     assert metrics["reasoning_fraction"] == 0.2
     assert metrics["reasoning_threshold"] == pytest.approx(entropy[uncertain].min().item())
     assert metrics["reasoning_threshold"] > 0.1
+
+
+def test_the_normalizer_is_summed_in_float64_at_qwen_vocabulary():
+    """A row whose top token holds 0.95 of the mass to within the error of a float32 sum over 151,936 terms: summed in
+    float32, the normalizer moves the top-p boundary and the entropy comes out 0.11 instead of the reference's 0."""
+    vocab, top_p = 151_936, 0.95
+    generator = torch.Generator().manual_seed(0)
+    tail = (torch.rand(vocab - 2, generator=generator, dtype=torch.float64) * 3.8e-7).log().float()
+    tail_mass = float(tail.exp().sum(dtype=torch.float64))
+    # The top token (logit 0, mass 1 before normalizing) holds top_p plus a margin of 1e-7 of the normalizer.
+    second = 1.0 / top_p - 1.0 - tail_mass - 1.4e-7
+    logits = torch.cat([torch.tensor([0.0, math.log(second)], dtype=torch.float32), tail])[None]
+    float32_mass = float(logits.exp().sum())
+    assert 1.0 / float32_mass < top_p, "precondition: a float32 sum puts the top token below top_p"
+    assert reference_truncated_entropy(logits, top_p)[0] == 0.0
+    assert float(truncated_entropy(logits, top_p)[0]) == 0.0

@@ -9,7 +9,8 @@ from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 
 from verl_tor.config_checks import read_tor_section
-from verl_tor.counterfactual import nested_rows
+from verl_tor.methods.tor import ToRConfig, tor_token_weights
+from verl_tor.nested import nested_rows
 from verl_tor.steps import (
     batch_token_weights,
     pad_rows_to_multiple,
@@ -18,7 +19,6 @@ from verl_tor.steps import (
     visual_sensitivity,
 )
 from verl_tor.testing.actor_engine import compose_ppo_config
-from verl_tor.token_weights import ToRConfig, tor_token_weights
 
 # ---------------------------------------------------------------------------------------------------------------
 # Multiplying advantages by w ≥ 0 is the weighted clipped surrogate of Eq. 9, through veRL's real `ppo_loss`.
@@ -386,3 +386,33 @@ def test_image_removed_pass_runs_with_the_old_log_prob_weights_in_every_mode(mod
     assert group.compute_log_prob == group.__class__.compute_log_prob.__get__(group)
     if mode == "separate_async":
         assert group.weights == ("pi_old" if local_update == 0 else "current")  # veRL put its weights back
+
+
+def _validated_tor_config(tiny_model_dir, overrides):
+    """veRL's own start-up validation (with the plugin's checks attached) of a ``tor_trainer`` CPU run."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from verl.trainer.main_ppo import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    from verl_tor.testing.cpu_overrides import cpu_overrides
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="verl_tor.config", version_base=None):
+        config = compose("tor_trainer", overrides=cpu_overrides(tiny_model_dir, ".", ".") + overrides)
+    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+
+
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["trainer.use_v1=false"], "trainer.use_v1"),  # veRL's legacy trainer never reads trainer.v1.trainer_mode
+        (["trainer.v1.trainer_mode=sync"], "trainer.v1.trainer_mode"),  # veRL's own trainer ignores `tor:`
+    ],
+)
+def test_settings_that_would_silently_turn_tor_off_stop_at_start_up(tiny_model_dir, overrides, key):
+    _validated_tor_config(tiny_model_dir, [])  # the same run otherwise passes veRL's validation
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        _validated_tor_config(tiny_model_dir, overrides)
+    # Asked for explicitly, a run without ToR is fine.
+    _validated_tor_config(tiny_model_dir, overrides + ["tor.enable=false"])

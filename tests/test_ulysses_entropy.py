@@ -33,7 +33,7 @@ def packed_micro_batch():
     """veRL's packed micro-batch fields ToR reads (nested input ids and responses), logits and temperatures."""
     from tensordict import TensorDict
 
-    from verl_tor.counterfactual import nested_rows
+    from verl_tor.nested import nested_rows
 
     generator = torch.Generator().manual_seed(0)
     lengths = [p + r for p, r in zip(PROMPT_LENGTHS, RESPONSE_LENGTHS, strict=True)]

@@ -13,8 +13,8 @@ from types import ModuleType
 from omegaconf import DictConfig
 
 from verl_tor.inspect.record import InspectConfig
+from verl_tor.methods.tor import ToRConfig
 from verl_tor.policy_loss import loss_mode, weight_target
-from verl_tor.token_weights import ToRConfig
 
 TARGET_MODULE = "verl.utils.config"
 TOR_MODE_PREFIX = "tor_"
@@ -76,6 +76,33 @@ def uses_tor_trainer(config: DictConfig) -> bool:
     return isinstance(mode, str) and mode.startswith(TOR_MODE_PREFIX)
 
 
+def tor_section_enabled(config: DictConfig) -> bool:
+    """Whether the config has a ``tor:`` section that asks for ToR (``tor.enable``, true by default)."""
+    section = config.get("tor")
+    return section is not None and section.get("enable", True) is True
+
+
+def require_tor_trainer(config: DictConfig) -> None:
+    """Stop a run whose enabled ``tor:`` section would be silently ignored: ToR's steps live in the V1 trainers ``tor_<mode>``.
+
+    ``trainer.use_v1=false`` makes veRL run its legacy trainer (``main_ppo_v0``), which never reads
+    ``trainer.v1.trainer_mode``; a mode without the ``tor_`` prefix is veRL's own trainer. Either way the run would
+    be plain GRPO/DAPO with ToR's settings in its config.
+    """
+    if not config.get("trainer", {}).get("use_v1", True):
+        raise ValueError(
+            "trainer.use_v1=false runs veRL's legacy trainer (main_ppo_v0), which ignores trainer.v1.trainer_mode: "
+            "ToR would silently not run. Set trainer.use_v1=true (veRL's default), or tor.enable=false for a run "
+            "without ToR"
+        )
+    if not uses_tor_trainer(config):
+        raise ValueError(
+            f"trainer.v1.trainer_mode={trainer_mode(config)} is veRL's own trainer, which ignores the tor: section: "
+            f"ToR would silently not run. Use trainer.v1.trainer_mode={TOR_MODE_PREFIX}<mode> (tor_sync, "
+            "tor_colocate_async, tor_separate_async), or tor.enable=false for a run without ToR"
+        )
+
+
 def install(verl_config: ModuleType) -> None:
     """Wrap ``verl.utils.config.validate_config`` to check the ``tor:`` section of ToR runs as well."""
     original = verl_config.validate_config
@@ -84,7 +111,9 @@ def install(verl_config: ModuleType) -> None:
 
     def validate_config(config: DictConfig, *args, **kwargs):
         result = original(config, *args, **kwargs)
-        if uses_tor_trainer(config):
+        if tor_section_enabled(config):
+            require_tor_trainer(config)
+        if uses_tor_trainer(config) or tor_section_enabled(config):
             read_tor_section(config)
         return result
 

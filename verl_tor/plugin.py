@@ -6,10 +6,11 @@ module it needs (``import_hooks``), so processes that never import that module p
 plugin errors at debug level; ``tests/test_plugin.py`` checks in a fresh process that everything registered.
 """
 
-from verl_tor import patches, ray_env
+from verl_tor import patches
 from verl_tor.cpu import platform as cpu_platform
 from verl_tor.cpu import rollout_hf
 from verl_tor.import_hooks import call_after_import
+from verl_tor.launch import ray_env
 
 
 def _register_trainer(_module) -> None:
@@ -31,7 +32,7 @@ def _attach_truncated_entropy(transformer_impl) -> None:
 patches.apply_all()
 cpu_platform.register()
 rollout_hf.register()
-# Multi-node runs (verl_tor/ray_env.py): variables named in VERL_TOR_FORWARD_ENV reach every Ray process of the
+# Multi-node runs (verl_tor/launch/ray_env.py): variables named in VERL_TOR_FORWARD_ENV reach every Ray process of the
 # job; the metrics file's folder exists wherever veRL's file logger runs.
 call_after_import("ray", ray_env.install_forwarding)
 call_after_import("verl.utils.tracking", ray_env.create_file_logger_folder)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-from verl_tor.counterfactual import as_list, nested_rows
+from verl_tor.methods.tor import ToRConfig, select_top_fraction, tor_token_weights
+from verl_tor.nested import as_list, nested_rows
 from verl_tor.policy_loss import WeightTarget
-from verl_tor.token_weights import ToRConfig, select_top_fraction, tor_token_weights
 
 # veRL's per-token policy-loss multiplier (its rollout-correction weights), read by every policy loss.
 ROLLOUT_IS_WEIGHTS = "rollout_is_weights"

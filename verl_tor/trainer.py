@@ -52,10 +52,10 @@ from verl.workers.rollout.utils import get_vision_placeholder_token_ids
 from verl.workers.utils.padding import response_from_nested
 
 from verl_tor.config_checks import TOR_MODE_PREFIX, read_inspect_section, read_tor_section
-from verl_tor.counterfactual import as_list, nested_rows
+from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.inspect.record import InspectRecorder, StepBatch
-from verl_tor.model_families import vision_block_spec
+from verl_tor.nested import as_list, nested_rows
 from verl_tor.policy_loss import loss_mode, weight_target
 from verl_tor.steps import (
     ROLLOUT_IS_WEIGHTS,

@@ -17,7 +17,7 @@ The PNG has one line per run: reward (``critic/score/mean``), validation accurac
 (``tor/*``) and response length over training steps.
 
 A last table lists, per run and evaluation, the rows veRL's ``data.filter_overlong_prompts`` removed (prompts over
-``data.max_prompt_length`` tokens, image tokens included), as ``verl_tor.prompt_filter`` recorded them in each
+``data.max_prompt_length`` tokens, image tokens included), as ``verl_tor.launch.prompt_filter`` recorded them in each
 ``run.json``: removed training rows change the steps per epoch, removed benchmark rows the accuracy's denominator.
 """
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep import BENCHMARKS, DATA_SOURCES
+from verl_tor.eval.benchmarks import BENCHMARKS, DATA_SOURCES
 from verl_tor.eval.judge import Judge, judged_accuracy
 from verl_tor.inspect.page import write_page
 from verl_tor.inspect.reader import find_inspect_file
@@ -58,7 +58,7 @@ JUDGE_NOTE = (
     "Rows marked “answers extracted by …” grade, by the same rule, the final answer that LLM extracted from each "
     "response (`--judge-url`), closer to the paper's protocol."
 )
-# Key of verl_tor.prompt_filter's entry in run.json (not imported from there: that module imports veRL).
+# Key of verl_tor.launch.prompt_filter's entry in run.json (not imported from there: that module imports veRL).
 FILTER_RECORD_KEY = "prompt_filter"
 VALIDATION_METRIC = re.compile(r"^val-core/(?P<source>.+)/(?P<variable>acc|reward)/mean@(?P<n>\d+)$")
 CURVE_PANELS = (
@@ -155,7 +155,7 @@ def _judged_rows(folder: Path, rows: list[Row], judge: Judge | None) -> list[Row
 
 
 def filter_records(info: dict[str, Any], launch: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(launch, role, record)`` for each dataset of one launch's ``run.json`` (``verl_tor.prompt_filter``)."""
+    """``(launch, role, record)`` for each dataset of one launch's ``run.json`` (``verl_tor.launch.prompt_filter``)."""
     records = info.get(FILTER_RECORD_KEY) or {}
     return [(launch, role, records[role]) for role in sorted(records)]
 

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import torch
 from tensordict import NonTensorStack, TensorDict
 
-from verl_tor.counterfactual import nested_rows
-from verl_tor.model_families import vision_block_spec
+from verl_tor.counterfactual.families import vision_block_spec
+from verl_tor.nested import nested_rows
 
 
 def agent_loop_row(processor, messages: list[dict], images: list | None, response_ids: list[int]) -> dict:
@@ -56,7 +56,7 @@ def rows_to_batch(rows: list[dict]) -> TensorDict:
 
 def image_removed_rows(processor, rows: list[dict]) -> tuple[TensorDict | None, list[int]]:
     """The image-removed batch of ``agent_loop_row`` samples, as the trainer builds it for this model
-    (:meth:`verl_tor.model_families.VisionBlockSpec.image_removed_batch`; ``processor`` from veRL's ``hf_processor``).
+    (:meth:`verl_tor.counterfactual.families.VisionBlockSpec.image_removed_batch`; ``processor`` from veRL's ``hf_processor``).
     """
     spec = vision_block_spec(processor, processor.config)
     return spec.image_removed_batch(

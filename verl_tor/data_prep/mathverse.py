@@ -1,4 +1,4 @@
-"""MathVerse testmini as veRL RL data: ``python -m data_prep.mathverse --local_save_dir DIR [--local_dataset_path PATH]``.
+"""MathVerse testmini as veRL RL data: ``python -m verl_tor.data_prep.mathverse --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``AI4Math/MathVerse``, config ``testmini``, split ``testmini`` (hub ``main``, targeted 2026-11), 3,940 rows:
 788 problems in five versions (Text Dominant, Text Lite, Vision Intensive, Vision Dominant, Vision Only), all kept;
@@ -24,7 +24,7 @@ from typing import Any
 
 import datasets
 
-from data_prep.common import (
+from verl_tor.data_prep.common import (
     MISSING_ANSWER,
     DatasetSpec,
     Problem,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict
 
-from verl_tor.counterfactual import image_removed_batch
+from verl_tor.counterfactual.remove import image_removed_batch
 
 # Per-sample position ids of M-RoPE models in veRL's agent loop: a text row and the (temporal, height, width) rows.
 MROPE_POSITION_ROWS = 4

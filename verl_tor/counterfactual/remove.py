@@ -10,7 +10,7 @@ old log-probs of the full prompt. Samples without an image are left out of the p
 Deleting tokens equals re-rendering the chat without the image unless the text on the two sides of a deleted
 block would merge into one token (or the chat template trims the text next to it, as Qwen3.5's does); an image
 that starts its turn, followed by text that does not start with whitespace, is always exact. Which blocks to
-delete and how many position rows to build is read per model family from :mod:`verl_tor.model_families`;
+delete and how many position rows to build is read per model family from :mod:`verl_tor.counterfactual.families`;
 ``tests/test_model_families.py`` and ``tests/test_counterfactual.py`` check it against each family's processor,
 chat template and model.
 """
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDict
+
+from verl_tor.nested import nested_rows
 
 
 def vision_block_mask(ids: torch.Tensor, vision_start_id: int, vision_end_id: int) -> torch.Tensor:
@@ -35,37 +37,6 @@ def vision_block_mask(ids: torch.Tensor, vision_start_id: int, vision_end_id: in
     # Open blocks after each token, counting a block's end marker as still inside it.
     depth = torch.cumsum(starts, 0) - torch.cumsum(ends, 0) + ends
     return depth > 0
-
-
-def nested_rows(rows: list[torch.Tensor]) -> torch.Tensor:
-    """A jagged nested tensor of per-sample tensors ragged in their LAST dimension.
-
-    ``torch.nested.as_nested_tensor`` picks the first dimension that differs, so per-sample ``(4, L)`` position
-    ids of equal length would be ragged in the wrong dimension; veRL's engine expects ``(bsz, 4, j)``.
-
-    Args:
-        rows: tensors of shape ``[..., L_i]`` with equal leading dimensions.
-
-    Returns:
-        nested tensor of shape ``[len(rows), ..., j]``.
-    """
-    lengths = torch.tensor([row.shape[-1] for row in rows])
-    offsets = torch.zeros(len(rows) + 1, dtype=torch.long)
-    offsets[1:] = torch.cumsum(lengths, 0)
-    values = torch.cat(rows, dim=-1)
-    # Without the length bounds, padding a nested tensor pads every row to the total length.
-    return torch.nested.nested_tensor_from_jagged(
-        values,
-        offsets,
-        jagged_dim=values.dim(),
-        min_seqlen=int(lengths.min()) if len(rows) else 0,
-        max_seqlen=int(lengths.max()) if len(rows) else 0,
-    )
-
-
-def as_list(tensor: torch.Tensor) -> list[torch.Tensor]:
-    """Per-sample tensors of a nested or a dense (equal-length) batch."""
-    return list(tensor.unbind()) if tensor.is_nested else list(tensor)
 
 
 def image_removed_batch(

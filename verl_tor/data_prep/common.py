@@ -528,9 +528,9 @@ def convert_dataset(
 
 
 def main(spec: DatasetSpec, argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line of every converter: ``python -m data_prep.<name> --local_save_dir DIR [...]``."""
+    """Command line of every converter: ``python -m verl_tor.data_prep.<name> --local_save_dir DIR [...]``."""
     parser = argparse.ArgumentParser(
-        prog=f"python -m data_prep.{spec.name}",
+        prog=f"python -m verl_tor.data_prep.{spec.name}",
         description=f"Convert {spec.hub_id} to veRL's RL parquet format (one <split>.parquet per split + manifest).",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
-"""Converters from public Hugging Face datasets to veRL's RL parquet format (see data_prep/README.md).
+"""Which data sets the evaluation knows: training sets and benchmarks by ``data_source``, with display names.
 
-Every converter ``data_prep.<name>`` writes rows whose ``data_source`` is ``<name>``. The mappings below give each
-``data_source`` its display name; the evaluation report groups validation metrics by them.
+Every converter ``verl_tor.data_prep.<name>`` writes rows whose ``data_source`` is ``<name>``; the report groups
+validation metrics by them and orders the paper's benchmarks as its Table 4 does.
 """
 
 TRAINING_SETS = {"geo3k": "Geometry3K", "virl39k": "ViRL39K", "mmk12": "MMK12"}

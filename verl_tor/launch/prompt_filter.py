@@ -5,7 +5,7 @@ included (a 4,194,304-pixel image alone is ≈ 5,350 tokens), and says so only i
 rows change a run's steps per epoch; dropped benchmark rows change an accuracy's denominator. This subclass keeps
 veRL's filter as it is and records what it removed::
 
-    data.custom_cls.path=pkg://verl_tor.prompt_filter
+    data.custom_cls.path=pkg://verl_tor.launch.prompt_filter
     data.custom_cls.name=FilterCountingRLHFDataset
 
 Each dataset the trainer builds (``train`` from ``data.train_files``, ``validation`` from ``data.val_files``) logs

@@ -1,4 +1,4 @@
-"""MathVista testmini as veRL RL data: ``python -m data_prep.mathvista --local_save_dir DIR [--local_dataset_path PATH]``.
+"""MathVista testmini as veRL RL data: ``python -m verl_tor.data_prep.mathvista --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``AI4Math/MathVista``, split ``testmini`` (1,000 rows; hub ``main``, targeted 2026-11; the 5,141-row test
 split has no public answers and is not converted). Verified from lmms-eval's ``mathvista`` task and MathVista's own
@@ -13,7 +13,7 @@ not used). Free-form prompts state the integer/decimal/list form MathVista expec
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import DatasetSpec, Problem, as_images, listed_choice_problem, main, question_and_answer
+from verl_tor.data_prep.common import DatasetSpec, Problem, as_images, listed_choice_problem, main, question_and_answer
 
 
 def answer_form(row: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""LogicVista as veRL RL data: ``python -m data_prep.logicvista --local_save_dir DIR [--local_dataset_path PATH]``.
+"""LogicVista as veRL RL data: ``python -m verl_tor.data_prep.logicvista --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``lscpku/LogicVista``, split ``test`` (448 rows; hub ``main``, targeted 2026-11). Verified from public
 evaluation code (PAPO, VPPO and veRL-style converters): columns ``question`` (options written in the text),
@@ -12,7 +12,7 @@ number is its (free-form) ground truth.
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
+from verl_tor.data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
 
 SEVERAL_LETTERS_HINT = "If several options are correct, give all their letters separated by commas, e.g. \\boxed{A, C}."
 NUMBERED_OPTIONS_HINT = "The options are numbered: give the number of the correct option, e.g. \\boxed{2}."

@@ -1,6 +1,6 @@
 """Checks a GPU node before a recipe starts Ray: one line per problem, with the fix.
 
-    python -m verl_tor.preflight [--gpus 8] [--nnodes 1] [--output-dir DIR] [--params-b 8.29] [--checkpoints 2]
+    python -m verl_tor.launch.preflight [--gpus 8] [--nnodes 1] [--output-dir DIR] [--params-b 8.29] [--checkpoints 2]
                                  [--merged 1] [--logger console,wandb] [--data FILE ...] [--max-images 1] [--smoke]
 
 Every recipe runs it first through ``recipes/common.sh`` (``PREFLIGHT=0`` skips it; ``make preflight`` runs it

@@ -1,4 +1,4 @@
-"""Geometry3K as veRL RL data: ``python -m data_prep.geo3k --local_save_dir DIR [--local_dataset_path PATH]``.
+"""Geometry3K as veRL RL data: ``python -m verl_tor.data_prep.geo3k --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``hiyouga/geometry3k`` (hub ``main``, targeted 2026-11). Verified against the dataset card's YAML and
 veRL's ``examples/data_preprocess/geo3k.py``: splits train (2,101), validation (300), test (601); columns
@@ -10,7 +10,7 @@ choices column). Every row is graded free-form.
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import DatasetSpec, Problem, as_images, main, question_and_answer
+from verl_tor.data_prep.common import DatasetSpec, Problem, as_images, main, question_and_answer
 from verl_tor.eval.rewards import FREE_FORM
 
 

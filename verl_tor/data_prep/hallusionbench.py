@@ -1,4 +1,4 @@
-"""HallusionBench as veRL RL data: ``python -m data_prep.hallusionbench --local_save_dir DIR [--local_dataset_path PATH]``.
+"""HallusionBench as veRL RL data: ``python -m verl_tor.data_prep.hallusionbench --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``lmms-lab/HallusionBench``, split ``image`` (951 yes/no questions with a figure; hub ``main``, targeted
 2026-11). The ``non_image`` split (questions asked without a figure) is not converted: it has no image, and the
@@ -13,7 +13,15 @@ question- and figure-level accuracies.
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import MISSING_ANSWER, DatasetSpec, Problem, SkipRow, as_images, main, question_and_answer
+from verl_tor.data_prep.common import (
+    MISSING_ANSWER,
+    DatasetSpec,
+    Problem,
+    SkipRow,
+    as_images,
+    main,
+    question_and_answer,
+)
 from verl_tor.eval.rewards import YES_NO
 
 YES_NO_BY_LABEL = {"1": "yes", "0": "no"}

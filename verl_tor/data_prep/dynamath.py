@@ -1,4 +1,4 @@
-"""DynaMath as veRL RL data: ``python -m data_prep.dynamath --local_save_dir DIR [--local_dataset_path PATH]``.
+"""DynaMath as veRL RL data: ``python -m verl_tor.data_prep.dynamath --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``DynaMath/DynaMath_Sample`` (hub ``main``, targeted 2026-11): ten splits ``sample_variant1`` …
 ``sample_variant10``, each the same 501 seed questions with regenerated figures and values (DynaMath reports the
@@ -12,7 +12,7 @@ are asked with three decimals, as DynaMath's own prompt does.
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
+from verl_tor.data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
 
 
 def to_problem(row: Mapping[str, Any]) -> Problem:

@@ -1,4 +1,4 @@
-"""MMK12 as veRL RL data: ``python -m data_prep.mmk12 --local_save_dir DIR [--local_dataset_path PATH]``.
+"""MMK12 as veRL RL data: ``python -m verl_tor.data_prep.mmk12 --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``FanqingM/MMK12`` (MM-Eureka; hub ``main``, targeted 2026-11; a public pipeline pins commit
 ``372a609268ea79b5e78d90ab173e02c37b486163``). Verified from public loaders (lmms-eval's ``mmk12`` task, EasyR1 and
@@ -12,7 +12,7 @@ free-form.
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
+from verl_tor.data_prep.common import DatasetSpec, Problem, as_images, inline_choice_problem, main, question_and_answer
 
 
 def to_problem(row: Mapping[str, Any]) -> Problem:

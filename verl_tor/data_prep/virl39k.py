@@ -1,4 +1,4 @@
-"""ViRL39K as veRL RL data: ``python -m data_prep.virl39k --local_save_dir DIR [--local_dataset_path PATH]``.
+"""ViRL39K as veRL RL data: ``python -m verl_tor.data_prep.virl39k --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``TIGER-Lab/ViRL39K`` (hub ``main``, targeted 2026-11), 38,870 rows, one split (train). The repository is
 files, not a ``datasets`` dataset: one parquet table and ``images.zip`` (``load_dataset`` fails on the zip), so
@@ -15,7 +15,7 @@ lists them on ``A. …`` lines, go to ``extra_info.choices``.
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import (
+from verl_tor.data_prep.common import (
     MISSING_ANSWER,
     DatasetSpec,
     Problem,

@@ -1,5 +1,5 @@
 # Data preparation targets (included by the top-level Makefile): public Hugging Face datasets -> veRL RL parquet.
-# Each dataset lands in $(DATA_ROOT)/<name>/<split>.parquet with a manifest.json; see data_prep/README.md.
+# Each dataset lands in $(DATA_ROOT)/<name>/<split>.parquet with a manifest.json; see verl_tor/data_prep/README.md.
 # DATA_ARGS is passed to every converter, e.g. DATA_ARGS="--revision <commit>".
 DATA_ARGS ?=
 DATA_TRAIN_SETS := geo3k virl39k mmk12
@@ -9,6 +9,6 @@ DATA_TARGETS := $(addprefix data-,$(DATA_TRAIN_SETS) $(DATA_EVAL_SETS))
 .PHONY: data-eval $(DATA_TARGETS)
 
 $(DATA_TARGETS): data-%: install
-	$(PY) -m data_prep.$* --local_save_dir $(DATA_ROOT)/$* $(DATA_ARGS)
+	$(PY) -m verl_tor.data_prep.$* --local_save_dir $(DATA_ROOT)/$* $(DATA_ARGS)
 
 data-eval: $(addprefix data-,$(DATA_EVAL_SETS))

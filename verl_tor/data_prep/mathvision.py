@@ -1,4 +1,4 @@
-"""MathVision as veRL RL data: ``python -m data_prep.mathvision --local_save_dir DIR [--local_dataset_path PATH]``.
+"""MathVision as veRL RL data: ``python -m verl_tor.data_prep.mathvision --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``MathLLMs/MathVision`` (hub ``main``, targeted 2026-11): splits test (3,040) and testmini (304, a subset
 of test; evaluate one of them, both rows carry ``data_source`` ``mathvision``). Verified from lmms-eval's
@@ -11,7 +11,7 @@ are options, else the value), ``solution``, ``level``, ``subject``.
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import DatasetSpec, Problem, as_images, listed_choice_problem, main, question_and_answer
+from verl_tor.data_prep.common import DatasetSpec, Problem, as_images, listed_choice_problem, main, question_and_answer
 
 
 def to_problem(row: Mapping[str, Any]) -> Problem:

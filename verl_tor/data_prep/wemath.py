@@ -1,4 +1,4 @@
-"""We-Math testmini as veRL RL data: ``python -m data_prep.wemath --local_save_dir DIR [--local_dataset_path PATH]``.
+"""We-Math testmini as veRL RL data: ``python -m verl_tor.data_prep.wemath --local_save_dir DIR [--local_dataset_path PATH]``.
 
 Dataset ``We-Math/We-Math``, split ``testmini`` (1,740 rows, all multiple choice; hub ``main``, targeted 2026-11).
 Verified from public loaders (VLMEvalKit-style converters, PAPO/VPPO evaluation code): columns ``ID``,
@@ -12,7 +12,7 @@ When ``option`` cannot be split into ``A.``/``B.``… parts it is appended to th
 from collections.abc import Mapping
 from typing import Any
 
-from data_prep.common import (
+from verl_tor.data_prep.common import (
     DatasetSpec,
     Problem,
     as_images,
