@@ -8,6 +8,7 @@ setup(
     description="Token Reweighting (ToR) for multimodal RLVR, as a plugin for unmodified veRL",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["verl_tor", "verl_tor.*"]),
     package_data={"verl_tor": ["config/*.yaml"]},
