@@ -30,7 +30,8 @@ def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
     if section is None:
         raise ValueError(
             f"trainer.v1.trainer_mode={trainer_mode(config)} needs a top-level `tor:` section: launch "
-            "with --config-name=tor_trainer (verl_tor/config/tor_trainer.yaml)"
+            "with --config-path=pkg://verl_tor.config --config-name=tor_trainer, or add a `tor:` section to your own "
+            "config (on the command line: +tor.enable=true)"
         )
     enable = section.get("enable", True)
     if not isinstance(enable, bool):
