@@ -401,7 +401,9 @@ def run_demo(settings: DemoSettings, out_dir: str) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> tuple[DemoSettings, str]:
     """The demo's settings and output folder from the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_tor.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, help=f"training steps per arm (default {DEFAULT_STEPS}, smoke 2)")
     parser.add_argument(
         "--seed", type=int, help="seed of the data, the tiny model, the warm start and both arms (default 0)"

@@ -180,7 +180,11 @@ def warm_start(model_path: str, out_dir: str, steps: int, batch_size: int = 16, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_tor.demo.warm_start",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, help="tiny model folder (verl_tor.testing.tiny_model)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--steps", type=int, default=40)

@@ -109,7 +109,11 @@ def cpu_overrides(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_tor.testing.cpu_overrides",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--env", action="store_true", help="print the environment (NAME=value lines) instead")
     parser.add_argument("--model", help="tiny model folder (verl_tor.testing.tiny_model)")
     parser.add_argument("--data", help="folder with train.parquet and val.parquet")

@@ -108,7 +108,11 @@ def write_dataset(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_tor.testing.synthetic_data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--train", type=int, default=64, help="training rows")
     parser.add_argument("--val", type=int, default=16, help="validation rows")
