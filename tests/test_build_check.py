@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,46 @@ def test_command_prints_the_settings_line_and_fails_with_the_fix(node):
     assert failed.returncode == 1 and failed.stdout == "", "no settings line when a check fails"
     assert "build-check FAIL" in failed.stderr
     assert "/nonexistent/bin/nvcc" in failed.stderr or not python_ok
+
+
+def test_make_install_gpu_checks_before_downloading_and_fails_with_its_preflight(tmp_path):
+    """The target's order and exit status, with pip replaced by `true` (nothing is downloaded): a failing build check
+    stops it before the venv exists; a failing preflight (this machine has no GPU) fails it."""
+    venv = tmp_path / "venv-gpu"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_HOME": "/nonexistent"}
+    env.pop("MAKEFLAGS", None)
+    stopped = subprocess.run(
+        ["make", "--no-print-directory", "install-gpu", f"GPU_VENV={venv}", f"PYTHON3={sys.executable}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert stopped.returncode != 0 and "build-check FAIL" in stopped.stderr
+    assert not venv.exists(), "nothing created or downloaded before the checks pass"
+
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    fake(venv / "bin", "pip")  # every pip step succeeds without doing anything
+    wheel = f"flash_attn-2.8.3-cp{sys.version_info[0]}{sys.version_info[1]}-cp{sys.version_info[0]}{sys.version_info[1]}-linux_{build_check.platform.machine()}.whl"
+    done = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "install-gpu",
+            f"GPU_VENV={venv}",
+            f"PYTHON3={sys.executable}",
+            f"FLASH_ATTN_WHEEL={wheel}",
+            "N_GPUS_PER_NODE=1",
+            f"OUTPUT_DIR={tmp_path / 'runs'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode != 0, "the preflight failed (no GPU here), so the install target fails"
+    assert "preflight FAIL" in done.stderr
+    assert "the packages are installed in" in done.stdout + done.stderr and "preflight above failed" in done.stdout

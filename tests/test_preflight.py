@@ -17,6 +17,7 @@ import pytest
 from verl_tor.launch import preflight
 
 GIB = 1024**3
+ROOT = Path(__file__).resolve().parents[1]
 
 NVIDIA_SMI_HEADER = """\
 Mon Dec  1 10:00:00 2026
@@ -349,3 +350,33 @@ def test_command_on_a_node_wires_every_check(tmp_path):
     assert "OK    gloo all-reduce across 2 GPU(s)" in lines
     assert f"folder {tmp_path} is on" in lines and f"HF_HOME {tmp_path / 'hf'} is on" in lines
     assert "FAIL  FORWARD_ENV names GLOO_SOCKET_IFNAME" in lines
+
+
+def make_dry_run(*arguments: str, **environ: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "CONDA_PREFIX", "MAKEFLAGS")}
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**env, **environ},
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_make_preflight_passes_the_node_count_and_uses_the_active_interpreter():
+    out = make_dry_run("preflight", "NNODES=2", "DATA_ROOT=/shared/data", VIRTUAL_ENV="/opt/env-a")
+    assert out.startswith("/opt/env-a/bin/python -m verl_tor.launch.preflight --gpus 8 --nnodes 2")
+    assert "--shared /shared/data" in out
+    out = make_dry_run("preflight", "MODEL=/m", "FAMILY=qwen3_5", "PARAMS_B=9.65", CONDA_PREFIX="/opt/conda")
+    assert (
+        out.startswith("/opt/conda/bin/python -m") and "--model /m --family qwen3_5" in out and "--params-b 9.65" in out
+    )
+
+
+def test_data_prep_runs_with_the_active_interpreter_and_installs_nothing():
+    out = make_dry_run("data-geo3k", "DATA_ROOT=/d", VIRTUAL_ENV="/opt/env-gpu")
+    assert out.strip() == "/opt/env-gpu/bin/python -m verl_tor.data_prep.geo3k --local_save_dir /d/geo3k"
+    assert make_dry_run("data-mmk12", "DATA_PYTHON=/x/python").startswith("/x/python -m verl_tor.data_prep.mmk12")
