@@ -1,4 +1,5 @@
-# verl-tor: every target works on a fresh clone; `make install` runs once and is a dependency of the others.
+# verl-tor: every target works on a fresh clone; `make install` (the CPU .venv) runs once and is a dependency of the
+# CPU targets. The GPU targets (install-gpu, preflight) and data-* use their own or the active interpreter.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -103,16 +104,16 @@ install-gpu:
 	  { echo "install-gpu: the packages are installed in $(GPU_VENV), but the preflight above failed"; exit 1; }
 
 # The interpreter of `make preflight` and `make data-*`: the active environment's (an activated virtualenv, else an
-# active conda environment), else $(GPU_VENV) when it exists, else .venv when it exists, else python3.
-# PREFLIGHT_PYTHON=... or DATA_PYTHON=... names another.
+# active conda environment), else $(GPU_VENV) when it exists. With neither, data-* use .venv (built by `make install`,
+# as on a fresh clone) and preflight python3. PREFLIGHT_PYTHON=... or DATA_PYTHON=... names another.
 ACTIVE_PY := $(firstword $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python) $(if $(CONDA_PREFIX),$(CONDA_PREFIX)/bin/python) \
-  $(wildcard $(GPU_VENV)/bin/python) $(wildcard $(PY)) python3)
+  $(wildcard $(GPU_VENV)/bin/python))
 
 # This node, before a first run (every recipe runs it too; docs/gpu-install.md, "What the preflight checks"). On a
 # multi-node cluster run it on every node with the run's NNODES, so that the shared-folder checks fire. MODEL=<a
 # local folder or a Hub id>, FAMILY=<qwen2_5_vl|qwen3_vl|qwen3_vl_moe|qwen3_5> and PARAMS_B=<billions> add the model,
 # disk and host-memory checks (a recipe passes all three).
-PREFLIGHT_PYTHON ?= $(ACTIVE_PY)
+PREFLIGHT_PYTHON ?= $(or $(ACTIVE_PY),python3)
 MODEL ?=
 FAMILY ?=
 PARAMS_B ?=

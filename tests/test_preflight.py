@@ -380,3 +380,7 @@ def test_data_prep_runs_with_the_active_interpreter_and_installs_nothing():
     out = make_dry_run("data-geo3k", "DATA_ROOT=/d", VIRTUAL_ENV="/opt/env-gpu")
     assert out.strip() == "/opt/env-gpu/bin/python -m verl_tor.data_prep.geo3k --local_save_dir /d/geo3k"
     assert make_dry_run("data-mmk12", "DATA_PYTHON=/x/python").startswith("/x/python -m verl_tor.data_prep.mmk12")
+    # No active environment and no GPU venv (a fresh clone): .venv, which `make install` builds first.
+    fresh = make_dry_run("data-geo3k", "GPU_VENV=/nonexistent", "DATA_ROOT=/d").strip().splitlines()
+    assert fresh[-1] == ".venv/bin/python -m verl_tor.data_prep.geo3k --local_save_dir /d/geo3k"
+    assert make_dry_run("preflight", "GPU_VENV=/nonexistent").startswith("python3 -m verl_tor.launch.preflight")
