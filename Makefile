@@ -1,4 +1,5 @@
-# verl-tor: every target works on a fresh clone; `make install` runs once and is a dependency of the others.
+# verl-tor: every target works on a fresh clone; `make install` (the CPU .venv) runs once and is a dependency of the
+# CPU targets. The GPU targets (install-gpu, preflight) and data-* use their own or the active interpreter.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,10 +16,13 @@ install: $(STAMP)
 # working torchvision; without one veRL's hf_processor silently returns None), then the project with veRL.
 # transformers 5.9.0: what veRL's vllm extra pins, i.e. what GPU users run (veRL alone would resolve 5.10.x).
 # virtualenv<21.14.6 spares pip a long backtrack over tensordict's `packaging` cap.
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu takes torch and torchvision from PyTorch's CPU-only index
+# (docs/gpu-install.md, "The CPU .venv"); unset, from the configured index (PyPI's Linux wheels bundle CUDA).
+TORCH_INDEX_URL ?=
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch==2.14.1 torchvision==0.29.1
 	$(PIP) install --quiet -e ".[test]" "virtualenv<21.14.6" torch==2.14.1 torchvision==0.29.1 transformers==5.9.0
 	@# veRL's verl-core pulls torchcodec; a wheel that does not match the installed torch fails at import and
 	@# takes transformers' video processing down with it. Images never need it, so drop it when broken.
@@ -67,32 +71,56 @@ smoke-recipes: install
 	SMOKE=1 PYTHON=$(abspath $(PY)) OUTPUT_DIR=$(CURDIR)/outputs/smoke-recipes bash recipes/eval.sh
 
 # ----------------------------------------------------------------------------------------- GPU machines
-# The GPU install as a sequence (README, "GPU install"), into $(GPU_VENV): veRL 0.9.1's pins of torch, vLLM and
-# transformers (its vllm and fsdp extras) first, then flash-attn built against that torch without build isolation
-# (its setup.py imports torch, which pip's isolated build environment lacks), then this package. A source build of
-# flash-attn needs nvcc of CUDA 13.x (CUDA_HOME); FLASH_ATTN_WHEEL=<url or file> installs a prebuilt wheel instead.
+# The GPU install as a sequence (docs/gpu-install.md), into $(GPU_VENV) with $(PYTHON3): first the build checks
+# (verl_tor/launch/build_check.py: Python version, nvcc 13 / CUDA_HOME, a C++ compiler, Python headers, and the
+# flash-attn build settings FLASH_ATTN_CUDA_ARCHS (this node's GPUs) and MAX_JOBS (8 GB of memory a job), all
+# before the first multi-GB download); then veRL 0.9.1's pins of torch, vLLM and transformers (its vllm and fsdp
+# extras); then flash-attn built against that torch without build isolation (its setup.py imports torch, which
+# pip's isolated build environment lacks), or FLASH_ATTN_WHEEL=<url or file> (a wheel built elsewhere); then this
+# package; then the preflight, whose failure fails the target.
 GPU_VENV ?= .venv-gpu
+PYTHON3 ?= python3
 GPU_STACK := torch==2.11.0 torchvision==0.26.0 torchaudio==2.11.0 vllm==0.24.0 transformers==5.9.0
 FLASH_ATTN := flash-attn==2.8.3
 FLASH_ATTN_BUILD_DEPS := setuptools wheel packaging psutil ninja
 FLASH_ATTN_WHEEL ?=
-MAX_JOBS ?= 4
+FLASH_ATTN_CUDA_ARCHS ?=
+MAX_JOBS ?=
 OUTPUT_DIR ?= $(HOME)/verl_tor_runs
 N_GPUS_PER_NODE ?= 8
+NNODES ?= 1
 
 install-gpu:
-	test -x $(GPU_VENV)/bin/python || python3 -m venv $(GPU_VENV)
-	$(GPU_VENV)/bin/pip install --upgrade pip
-	$(GPU_VENV)/bin/pip install $(GPU_STACK) $(FLASH_ATTN_BUILD_DEPS)
-	$(if $(FLASH_ATTN_WHEEL),$(GPU_VENV)/bin/pip install --no-deps "$(FLASH_ATTN_WHEEL)",MAX_JOBS=$(MAX_JOBS) $(GPU_VENV)/bin/pip install --no-build-isolation $(FLASH_ATTN))
+	@set -euo pipefail; \
+	build=$$(FLASH_ATTN_CUDA_ARCHS="$(FLASH_ATTN_CUDA_ARCHS)" MAX_JOBS="$(MAX_JOBS)" \
+	  $(PYTHON3) -m verl_tor.launch.build_check $(if $(FLASH_ATTN_WHEEL),--wheel "$(FLASH_ATTN_WHEEL)")); \
+	set -x; \
+	test -x $(GPU_VENV)/bin/python || $(PYTHON3) -m venv $(GPU_VENV); \
+	$(GPU_VENV)/bin/pip install --upgrade pip; \
+	$(GPU_VENV)/bin/pip install $(GPU_STACK) $(FLASH_ATTN_BUILD_DEPS); \
+	$(if $(FLASH_ATTN_WHEEL),$(GPU_VENV)/bin/pip install --no-deps "$(FLASH_ATTN_WHEEL)",env $$build $(GPU_VENV)/bin/pip install --no-build-isolation $(FLASH_ATTN)); \
 	$(GPU_VENV)/bin/pip install -e ".[gpu]" $(GPU_STACK)
-	-$(MAKE) preflight PREFLIGHT_PYTHON=$(GPU_VENV)/bin/python
+	@$(MAKE) --no-print-directory preflight PREFLIGHT_PYTHON=$(GPU_VENV)/bin/python || \
+	  { echo "install-gpu: the packages are installed in $(GPU_VENV), but the preflight above failed"; exit 1; }
 
-# This node, before a first run (every recipe runs it too): driver with CUDA >= 13.0, torch sees the GPUs, vLLM and
-# flash-attn import, free disk under OUTPUT_DIR. On a multi-node cluster, run it on every node.
-PREFLIGHT_PYTHON ?= $(GPU_VENV)/bin/python
+# The interpreter of `make preflight` and `make data-*`: the active environment's (an activated virtualenv, else an
+# active conda environment), else $(GPU_VENV) when it exists. With neither, data-* use .venv (built by `make install`,
+# as on a fresh clone) and preflight python3. PREFLIGHT_PYTHON=... or DATA_PYTHON=... names another.
+ACTIVE_PY := $(firstword $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV)/bin/python) $(if $(CONDA_PREFIX),$(CONDA_PREFIX)/bin/python) \
+  $(wildcard $(GPU_VENV)/bin/python))
+
+# This node, before a first run (every recipe runs it too; docs/gpu-install.md, "What the preflight checks"). On a
+# multi-node cluster run it on every node with the run's NNODES, so that the shared-folder checks fire. MODEL=<a
+# local folder or a Hub id>, FAMILY=<qwen2_5_vl|qwen3_vl|qwen3_vl_moe|qwen3_5> and PARAMS_B=<billions> add the model,
+# disk and host-memory checks (a recipe passes all three).
+PREFLIGHT_PYTHON ?= $(or $(ACTIVE_PY),python3)
+MODEL ?=
+FAMILY ?=
+PARAMS_B ?=
 preflight:
-	$(PREFLIGHT_PYTHON) -m verl_tor.launch.preflight --gpus $(N_GPUS_PER_NODE) --output-dir $(OUTPUT_DIR)
+	$(PREFLIGHT_PYTHON) -m verl_tor.launch.preflight --gpus $(N_GPUS_PER_NODE) --nnodes $(NNODES) \
+	  --output-dir $(OUTPUT_DIR) --shared $(DATA_ROOT) $(if $(MODEL),--model $(MODEL)) $(if $(FAMILY),--family $(FAMILY)) \
+	  $(if $(PARAMS_B),--params-b $(PARAMS_B))
 
 # CI, after `make test` (needs the package index, never run by `make test`): the GPU install sequence resolves, in
 # a throwaway venv under /tmp, with flash-attn's CUDA build skipped (FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE: its

@@ -26,6 +26,8 @@ DRY_RUN="${DRY_RUN:-0}"
 PREFLIGHT="${PREFLIGHT:-1}"
 # The TaskRunner and workers may run on other nodes, where Ray processes have the environment of that node's
 # `ray start`: these variables go to them by name (verl_tor/launch/ray_env.py), so no value is written into command.sh.
+# Per-node settings (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, NCCL_IB_HCA, ...) are refused: set them on each node
+# before its `ray start` (docs/gpu-install.md, "Multi-node").
 FORWARD_ENV="${FORWARD_ENV:-WANDB_API_KEY HF_TOKEN HF_HOME}"
 # Absolute paths: Ray actors do not necessarily share the launching shell's working directory.
 DATA_ROOT=$(realpath -m "${DATA_ROOT:-$HOME/data/verl_tor}")
@@ -270,13 +272,14 @@ run_info() {
 }
 
 # preflight [ARG...]: python -m verl_tor.launch.preflight for this run, before anything starts; a failure stops the
-# script. PREFLIGHT=0 skips it, DRY_RUN=1 runs nothing, SMOKE=1 skips its GPU checks (keeps the disk check).
+# script. PREFLIGHT=0 skips it, DRY_RUN=1 runs nothing, SMOKE=1 skips its GPU and host checks (keeps disk, data and
+# the FORWARD_ENV names). It checks this node: on several nodes, run `make preflight NNODES=…` on each of them.
 preflight() {
   if [[ $PREFLIGHT == 0 || $DRY_RUN == 1 ]]; then return 0; fi
   local mode=()
   if [[ $SMOKE == 1 ]]; then mode=(--smoke); fi
   "$PYTHON" -m verl_tor.launch.preflight "${mode[@]}" --gpus "$N_GPUS_PER_NODE" --nnodes "$NNODES" \
-    --output-dir "$OUTPUT_DIR" --logger "$LOGGER" "$@"
+    --output-dir "$OUTPUT_DIR" --logger "$LOGGER" --forward-env "$FORWARD_ENV" "$@"
 }
 
 # forwarded_names: VERL_TOR_FORWARD_ENV=<the FORWARD_ENV names that are set>, or nothing when none is.
@@ -331,7 +334,7 @@ run_recipe() {
   else
     # Two checkpoints with optimizer state are kept (trainer.max_actor_ckpt_to_keep) plus eval.sh's merged copy.
     preflight --params-b "${PARAMS_B[$model]}" --checkpoints 2 --merged 1 --data "$train_file" "$val_file" \
-      --max-images "$IMAGES_PER_PROMPT"
+      --max-images "$IMAGES_PER_PROMPT" --model "${MODEL_PATH:-$model}" --family "${MODEL_FAMILY[$model]}"
     base_gpu "$model" "${MODEL_PATH:-$model}" "$train_file" "$val_file"
   fi
   run_overrides "$run_dir" "$name"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
+
 from verl_tor.launch import ray_env
 
 
@@ -58,3 +60,21 @@ def test_plugin_wires_both_in_a_fresh_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"wrapped": True}
     assert metrics.is_file(), "veRL's FileLogger opened its file in a folder the plugin created"
+
+
+@pytest.mark.parametrize("name", sorted(ray_env.PER_NODE_VARIABLES))
+def test_per_node_network_variables_are_refused_by_name(name):
+    environ = {"VERL_TOR_FORWARD_ENV": f"WANDB_API_KEY,{name}", "WANDB_API_KEY": "k", name: "eth0"}
+    with pytest.raises(ValueError, match=rf"names {name}: a per-node setting"):
+        ray_env.forwarded_variables(environ)
+
+
+def test_a_refused_variable_stops_ray_init_before_it_runs(monkeypatch):
+    calls = []
+    fake_ray = SimpleNamespace(init=lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setenv(ray_env.FORWARD_ENV, "HF_TOKEN NCCL_SOCKET_IFNAME")
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ens1f0")
+    ray_env.install_forwarding(fake_ray)
+    with pytest.raises(ValueError, match="NCCL_SOCKET_IFNAME"):
+        fake_ray.init(num_cpus=1)
+    assert calls == [], "ray.init never ran"

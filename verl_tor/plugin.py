@@ -4,13 +4,32 @@
 our registrations and version-guarded patches happen wherever veRL code runs. Each is attached to the veRL
 module it needs (``import_hooks``), so processes that never import that module pay nothing. veRL only logs
 plugin errors at debug level; ``tests/test_plugin.py`` checks in a fresh process that everything registered.
+
+``VERL_TOR_DISABLE=1`` (or ``true``/``yes``/``on``) in the environment turns all of it off: ``import verl`` then
+behaves as stock veRL (no registration, no patch, no ``ray.init`` wrapper). veRL's own switch
+``VERL_USE_EXTERNAL_PLUGINS=none`` does the same for every plugin. Ray workers inherit the variable only where the
+shell that ran ``ray start`` (or ``main_ppo`` on a one-node run) had it.
 """
 
-from verl_tor import patches
-from verl_tor.cpu import platform as cpu_platform
-from verl_tor.cpu import rollout_hf
-from verl_tor.import_hooks import call_after_import
-from verl_tor.launch import ray_env
+import os
+import warnings
+from collections.abc import Mapping
+
+DISABLE_ENV = "VERL_TOR_DISABLE"
+_OFF = frozenset({"1", "true", "yes", "on"})
+_ON = frozenset({"", "0", "false", "no", "off"})
+
+
+def disabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``VERL_TOR_DISABLE`` turns the plugin off; a value that is neither on nor off warns and keeps it on."""
+    value = environ.get(DISABLE_ENV, "").strip().lower()
+    if value not in _OFF | _ON:
+        # veRL swallows exceptions from plugins (debug log only), so a warning is the loudest signal possible here.
+        warnings.warn(
+            f"{DISABLE_ENV}={environ[DISABLE_ENV]!r} is neither 1/true/yes/on nor 0/false/no/off: verl-tor stays on",
+            stacklevel=2,
+        )
+    return value in _OFF
 
 
 def _register_trainer(_module) -> None:
@@ -29,14 +48,25 @@ def _attach_truncated_entropy(transformer_impl) -> None:
     engine_truncated_entropy.install(transformer_impl)
 
 
-patches.apply_all()
-cpu_platform.register()
-rollout_hf.register()
-# Multi-node runs (verl_tor/launch/ray_env.py): variables named in VERL_TOR_FORWARD_ENV reach every Ray process of the
-# job; the metrics file's folder exists wherever veRL's file logger runs.
-call_after_import("ray", ray_env.install_forwarding)
-call_after_import("verl.utils.tracking", ray_env.create_file_logger_folder)
-if patches.verl_version_matches():
-    call_after_import("verl.trainer.ppo.v1", _register_trainer)
-    call_after_import("verl.utils.config", _attach_config_checks)
-    call_after_import("verl.workers.engine.fsdp.transformer_impl", _attach_truncated_entropy)
+def _load() -> None:
+    from verl_tor import patches
+    from verl_tor.cpu import platform as cpu_platform
+    from verl_tor.cpu import rollout_hf
+    from verl_tor.import_hooks import call_after_import
+    from verl_tor.launch import ray_env
+
+    patches.apply_all()
+    cpu_platform.register()
+    rollout_hf.register()
+    # Multi-node runs (verl_tor/launch/ray_env.py): variables named in VERL_TOR_FORWARD_ENV reach every Ray process of
+    # the job; the metrics file's folder exists wherever veRL's file logger runs.
+    call_after_import("ray", ray_env.install_forwarding)
+    call_after_import("verl.utils.tracking", ray_env.create_file_logger_folder)
+    if patches.verl_version_matches():
+        call_after_import("verl.trainer.ppo.v1", _register_trainer)
+        call_after_import("verl.utils.config", _attach_config_checks)
+        call_after_import("verl.workers.engine.fsdp.transformer_impl", _attach_truncated_entropy)
+
+
+if not disabled():
+    _load()

@@ -12,6 +12,11 @@ are never written on the command line, into ``command.sh``, into veRL's config (
 wandb stores) or into the line where ``main_ppo`` prints its ``ray.init`` arguments (the wrapper runs after it).
 They do travel in the Ray job's ``runtime_env``, which whoever can read this Ray cluster's job table can see.
 
+Never forwarded: variables whose right value differs from node to node (network interface and InfiniBand adapter
+names, the GPUs of a node). Forwarding copies the launching node's value to every node, where the interface may
+not exist or be the wrong one (NCCL then hangs or picks a slow path). They must be set in each node's shell before
+its ``ray start``; naming one in ``VERL_TOR_FORWARD_ENV`` stops ``ray.init`` with an error naming it.
+
 The metrics folder: veRL's ``FileLogger`` opens ``VERL_FILE_LOGGER_PATH`` without creating its folder, in the
 TaskRunner; the plugin creates the folder when ``verl.utils.tracking`` is imported in a process that has the path.
 """
@@ -27,14 +32,36 @@ from types import ModuleType
 from typing import Any
 
 FORWARD_ENV = "VERL_TOR_FORWARD_ENV"
+# Per-node values (docs/gpu-install.md, "Multi-node"): NCCL's, Gloo's and TensorPipe's socket interfaces, NCCL's
+# InfiniBand adapters and GID index, UCX's devices, and the GPUs Ray assigns on each node.
+PER_NODE_VARIABLES = frozenset(
+    {
+        "NCCL_SOCKET_IFNAME",
+        "GLOO_SOCKET_IFNAME",
+        "TP_SOCKET_IFNAME",
+        "NCCL_IB_HCA",
+        "NCCL_IB_GID_INDEX",
+        "UCX_NET_DEVICES",
+        "CUDA_VISIBLE_DEVICES",
+    }
+)
 FILE_LOGGER_PATH_ENV = "VERL_FILE_LOGGER_PATH"
 
 logger = logging.getLogger(__name__)
 
 
 def forwarded_variables(environ: Mapping[str, str]) -> dict[str, str]:
-    """The variables ``environ[FORWARD_ENV]`` names (comma- or space-separated) that are set in ``environ``."""
+    """The variables ``environ[FORWARD_ENV]`` names (comma- or space-separated) that are set in ``environ``.
+
+    Raises ``ValueError`` naming any of :data:`PER_NODE_VARIABLES` among them."""
     names = environ.get(FORWARD_ENV, "").replace(",", " ").split()
+    per_node = sorted(PER_NODE_VARIABLES.intersection(names))
+    if per_node:
+        raise ValueError(
+            f"{FORWARD_ENV} names {', '.join(per_node)}: a per-node setting that forwarding would copy from this node "
+            "to every node. Set it in each node's shell before `ray start` (docs/gpu-install.md, 'Multi-node') and "
+            f"remove it from {FORWARD_ENV} (recipes: FORWARD_ENV)"
+        )
     return {name: environ[name] for name in names if name in environ}
 
 
