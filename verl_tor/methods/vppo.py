@@ -18,7 +18,8 @@ the factors do not depend on how veRL splits the update. A response without an i
 factor is 1 and it takes no part in min, max and mean (VPPO's data always have an image). With fewer than two
 image responses, or max − min ≤ 1e-6 (the public code's guard), every factor is 1. Token filtering follows the
 shared selection rules (``selection``): a token with S_t = 0 is never selected, where the public code fills the 40 %
-with such tokens in position order.
+with such tokens in position order; so a response without an image (every S_t = 0) trains no token, as the formula
+reads literally (the public code would train its first 40 % of tokens).
 """
 
 from __future__ import annotations
