@@ -8,6 +8,7 @@ function, for entry points that skip ``validate_config``.
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 
 from omegaconf import DictConfig
@@ -76,6 +77,16 @@ def read_tor_section(config: DictConfig) -> tuple[bool, TokenCreditConfig]:
     return enable, tor
 
 
+def method_record(tor: TokenCreditConfig, target: str | None) -> dict:
+    """The resolved method as the start-up log, ``run.json`` and ``tor_method.json`` record it."""
+    return {**tor.components(), "weight_target": target}
+
+
+def log_method(record: dict) -> None:
+    """One start-up line naming the resolved method and every component."""
+    print(f"[verl_tor] token-credit method: {json.dumps(record)}", flush=True)
+
+
 def trainer_mode(config: DictConfig) -> str | None:
     """``trainer.v1.trainer_mode`` of the run."""
     return config.get("trainer", {}).get("v1", {}).get("trainer_mode")
@@ -125,7 +136,9 @@ def install(verl_config: ModuleType) -> None:
         if tor_section_enabled(config):
             require_tor_trainer(config)
         if uses_tor_trainer(config) or tor_section_enabled(config):
-            read_tor_section(config)
+            enable, tor = read_tor_section(config)
+            if enable:
+                log_method(method_record(tor, weight_target(loss_mode(config))))
         return result
 
     validate_config._verl_tor_patched = True

@@ -55,7 +55,13 @@ from verl.utils.debug import marked_timer
 from verl.workers.rollout.utils import get_vision_placeholder_token_ids
 from verl.workers.utils.padding import response_from_nested
 
-from verl_tor.config_checks import TOR_MODE_PREFIX, read_inspect_section, read_tor_section
+from verl_tor.config_checks import (
+    TOR_MODE_PREFIX,
+    log_method,
+    method_record,
+    read_inspect_section,
+    read_tor_section,
+)
 from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.inspect.record import InspectRecorder, StepBatch
@@ -134,8 +140,8 @@ class ToRSteps:
     def _record_method(self) -> None:
         """Log the resolved method and record it in the run's ``run.json`` (under ``tor_method``, when the recipes
         name that file through ``VERL_TOR_RUN_JSON``), else in ``tor_method.json`` next to the inspector file."""
-        record = {**self.tor.components(), "weight_target": self.tor_weight_target}
-        print(f"[verl_tor] token-credit method: {json.dumps(record)}", flush=True)
+        record = method_record(self.tor, self.tor_weight_target)
+        log_method(record)
         run_json = os.environ.get(RUN_JSON_ENV)
         if run_json:
             path = Path(run_json)
