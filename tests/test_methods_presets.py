@@ -192,3 +192,20 @@ def test_components_override_the_preset_and_null_keeps_it():
 def test_impossible_settings_stop_naming_the_key(section, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         TokenCreditConfig.from_mapping(section)
+
+
+def test_methods_import_nothing_from_verl_or_the_rest_of_verl_tor():
+    """The methods' math is pure torch: no veRL import, nothing from verl_tor outside verl_tor.methods."""
+    import ast
+    import pathlib
+
+    import verl_tor.methods
+
+    for path in pathlib.Path(verl_tor.methods.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                root = name.split(".")[0]
+                assert root != "verl", (path.name, name)
+                assert root != "verl_tor" or name.startswith("verl_tor.methods"), (path.name, name)
