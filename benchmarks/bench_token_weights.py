@@ -1,7 +1,9 @@
-"""CPU benchmarks of verl_tor.methods.tor, each against a baseline timed in the same run (machines are noisy).
+"""CPU benchmarks of verl_tor.methods, each against a baseline timed in the same run (machines are noisy).
 
-1. `tor_token_weights` on a rollout batch of ~5,000,000 response tokens vs one `torch.topk` (k = 30% of N) over the
-   same flattened entropies. Target: the whole weighting in <= 0.5 s on 2 cores.
+1. Every registered method's weighting (`verl_tor.methods.weights.token_weights`: perception score from the two
+   log-probs, selection, weights, metrics) on a rollout batch of ~5,000,000 response tokens, against ToR's in the
+   same run; ToR's also against one `torch.topk` (k = 30% of N) over the same flattened entropies. Target: ToR's
+   whole weighting in <= 0.5 s on 2 cores.
 2. `truncated_entropy` (top-p 0.95) vs veRL's plain entropy (`logsumexp(z) − Σ softmax(z)·z`) at vocabulary
    151,936. Target: <= 1.5x on LM-like (peaked) logits; flat logits (the worst case) are reported too.
 
@@ -21,7 +23,10 @@ from collections.abc import Callable
 
 import torch
 
-from verl_tor.methods.tor import ToRConfig, tor_token_weights, truncated_entropy
+from verl_tor.methods.config import TokenCreditConfig
+from verl_tor.methods.registry import METHODS
+from verl_tor.methods.scores import truncated_entropy
+from verl_tor.methods.weights import token_weights
 
 QWEN_VOCAB = 151_936
 MAX_RESPONSE_LENGTH = 2048
@@ -42,11 +47,11 @@ def median_seconds(functions: dict[str, Callable[[], object]], repeats: int) -> 
     }
 
 
-def rollout_batch(n_tokens: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Entropy, sensitivity and response mask `[B, 2048]` holding about `n_tokens` valid tokens.
+def rollout_batch(n_tokens: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The scores of a rollout batch `[B, 2048]` holding about `n_tokens` valid tokens, as `token_weights` takes them.
 
     Ragged response lengths uniform in [1152, 2048]; ~70% of entropies exactly 0 (as at top-p 0.95), the rest
-    log-normal; 20% of samples are text-only (sensitivity exactly 0), the others |N(0, 1)|.
+    log-normal; log-probs −|N(0, 1)|, their counterfactual log-probs shifted by N(0, 1); 20% of samples text-only.
     """
     mean_length = (1152 + MAX_RESPONSE_LENGTH) / 2
     batch = round(n_tokens / mean_length)
@@ -55,34 +60,40 @@ def rollout_batch(n_tokens: int, generator: torch.Generator) -> tuple[torch.Tens
     shape = (batch, MAX_RESPONSE_LENGTH)
     entropy = torch.randn(shape, generator=generator).exp()
     entropy[torch.rand(shape, generator=generator) < 0.7] = 0.0
-    sensitivity = torch.randn(shape, generator=generator).abs()
-    sensitivity[torch.rand(batch, generator=generator) < 0.2] = 0.0
-    return entropy, sensitivity, response_mask
+    log_probs = -torch.randn(shape, generator=generator).abs()
+    counterfactual = log_probs + torch.randn(shape, generator=generator)
+    has_image = torch.rand(batch, generator=generator) >= 0.2
+    return {"response_mask": response_mask, "reasoning_score": entropy, "log_probs": log_probs,
+            "counterfactual_log_probs": counterfactual, "has_image": has_image}  # fmt: skip
 
 
-def bench_weights(n_tokens: int, repeats: int, generator: torch.Generator) -> dict[str, object]:
-    entropy, sensitivity, response_mask = rollout_batch(n_tokens, generator)
-    n_valid = int(response_mask.sum())
-    flat_entropy = entropy.reshape(-1)
-    cfg = ToRConfig()
-    seconds = median_seconds(
-        {
-            "tor_token_weights": lambda: tor_token_weights(entropy, sensitivity, response_mask, cfg),
-            "topk": lambda: torch.topk(flat_entropy, int(0.3 * n_valid)),
-        },
-        repeats,
-    )
-    return {
-        "benchmark": "weights",
-        "data": f"{n_valid:,} valid tokens, {tuple(entropy.shape)}",
-        "candidate": "tor_token_weights",
-        "candidate_s": seconds["tor_token_weights"][0],
-        "candidate_cpu_s": seconds["tor_token_weights"][1],
-        "baseline": "one torch.topk, k = 30% of N",
-        "baseline_s": seconds["topk"][0],
-        "baseline_cpu_s": seconds["topk"][1],
-        "target": "<= 0.5 s",
-    }
+def bench_weights(n_tokens: int, repeats: int, generator: torch.Generator) -> list[dict[str, object]]:
+    """One row per method against ToR's weighting, and ToR's against one top-k."""
+    scores = rollout_batch(n_tokens, generator)
+    mask = scores.pop("response_mask")
+    n_valid = int(mask.sum())
+    flat_entropy = scores["reasoning_score"].reshape(-1)
+    configs = {name: TokenCreditConfig.from_mapping({"method": name}) for name in METHODS}
+    functions = {name: (lambda cfg=cfg: token_weights(cfg, mask, **scores)) for name, cfg in configs.items()}
+    seconds = median_seconds({**functions, "topk": lambda: torch.topk(flat_entropy, int(0.3 * n_valid))}, repeats)
+    data = f"{n_valid:,} valid tokens, {tuple(mask.shape)}"
+    rows = []
+    for name in ["tor", *(name for name in METHODS if name != "tor")]:
+        baseline = "topk" if name == "tor" else "tor"
+        rows.append(
+            {
+                "benchmark": f"weights, {name}",
+                "data": data,
+                "candidate": f"token_weights({name})",
+                "candidate_s": seconds[name][0],
+                "candidate_cpu_s": seconds[name][1],
+                "baseline": "one torch.topk, k = 30% of N" if name == "tor" else "token_weights(tor)",
+                "baseline_s": seconds[baseline][0],
+                "baseline_cpu_s": seconds[baseline][1],
+                "target": "<= 0.5 s" if name == "tor" else "(reported)",
+            }
+        )
+    return rows
 
 
 def lm_like_logits(positions: int, generator: torch.Generator) -> torch.Tensor:
@@ -145,7 +156,7 @@ def main() -> None:
     args = parser.parse_args()
 
     generator = torch.Generator().manual_seed(0)
-    results = [bench_weights(args.tokens, args.repeats, generator)]
+    results = bench_weights(args.tokens, args.repeats, generator)
     results.append(bench_entropy("LM-like", lm_like_logits(args.positions, generator), args.top_p, args.repeats))
     flat_logits = torch.randn(args.positions, QWEN_VOCAB, generator=generator)
     results.append(bench_entropy("flat", flat_logits, args.top_p, args.repeats))

@@ -40,6 +40,9 @@ class DumpedDom(HTMLParser):
         self.top_tokens: dict[tuple[str, str], list[str]] = {}  # (data-step, set) -> shown texts in order
         self.details: dict[str, str] = {}  # data-field -> text of the details panel
         self.details_attrs: dict[str, str] = {}
+        self.header_attrs: dict[str, str] = {}
+        self.method_text = ""  # the header's method line
+        self.section_methods: dict[str, str] = {}  # data-step -> data-method
         self._step = self._sample = self._capture = None
         self._top: list[str] | None = None
         self._text = ""
@@ -51,6 +54,11 @@ class DumpedDom(HTMLParser):
             self._step = attrs["data-step"]
             self.sections.append(self._step)
             self.histograms[self._step] = []
+            self.section_methods[self._step] = attrs.get("data-method")
+        elif tag == "header":
+            self.header_attrs = attrs
+        elif tag == "div" and attrs.get("id") == "method":
+            self._capture, self._text = ("method", attrs), ""
         elif tag == "article" and "sample" in classes:
             assert attrs["data-step"] == self._step, "a sample outside its step's section"
             self._sample = {"attrs": attrs, "tokens": []}
@@ -77,6 +85,10 @@ class DumpedDom(HTMLParser):
             self._text += data
 
     def handle_endtag(self, tag: str) -> None:
+        if self._capture and self._capture[0] == "method":
+            if tag == "div":
+                self.method_text, self._capture = self._text, None
+            return
         if tag == "article":
             self._sample = None
         elif tag == "section":

@@ -253,7 +253,7 @@ def test_tor_updates_the_actor(tor_run, tiny_model_dir):
 def test_bad_tor_value_stops_the_run_before_any_model_is_built(run_main_ppo, tmp_path):
     returncode, metrics, log = run_main_ppo(tmp_path, ["tor.perception_quantile=1.5"], **TOR_CONFIG)
     assert returncode != 0
-    assert "tor.perception_quantile must be in (0, 1], got 1.5" in log
+    assert "tor.perception_quantile must be in [0, 1], got 1.5" in log
     # veRL's config validation in the driver rejected it: Ray never started, no worker built a model.
     assert "ray init kwargs" not in log and "Loading weights" not in log
     assert metrics == []
@@ -416,7 +416,7 @@ def test_two_rank_scores_and_weights_equal_a_recomputation_from_scratch(two_rank
         tokens = sample["tokens"]
         expected = [gamma[s] if v else 0.0 for s, v in zip(tokens["set"], tokens["valid"], strict=True)]
         assert tokens["w"] == expected
-        np.testing.assert_allclose(tokens["adv_w"], np.array(tokens["adv"]) * np.array(tokens["w"]), rtol=1e-5)
+        np.testing.assert_allclose(tokens["adv_loss"], np.array(tokens["adv"]) * np.array(tokens["w"]), rtol=1e-5)
 
 
 @pytest.mark.e2e

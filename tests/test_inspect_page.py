@@ -52,25 +52,33 @@ def png_data_url(colour: str, size: int = 64) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def run_header(started: str) -> dict:
+LABELS = {"method": "tor", "reasoning": "top-p entropy (p = 0.95); T_r = top 30% of the batch",
+          "perception": "abs_log_ratio of Δ log π under remove_image; T_p = top 30% of the batch",
+          "use": "set weights: T_r only 1, T_p only 0.5, both 1, other 0"}  # fmt: skip
+
+
+def run_header(started: str, method: str = "tor") -> dict:
     return {
         "kind": "run",
-        "version": 1,
+        "version": 2,
         "experiment": "geo3k_grpo_tor",
         "started": started,
-        "tor": TOR,
+        "tor": {**TOR, "method": method},
+        "weight_target": "loss",  # w goes through rollout_is_weights: the loss reads the advantage unweighted
+        "labels": {**LABELS, "method": method},
         "inspect": INSPECT,
     }
 
 
 def sample(index: int, tokens: list[tuple], *, reward: float, acc: float | None, images: int, adv: float) -> dict:
     """A sample record; ``tokens`` are ``(text, set, H, S)`` or ``(text, set, H, S, valid)``."""
-    columns: dict[str, list] = {name: [] for name in ("id", "text", "H", "S", "set", "w", "adv", "adv_w", "valid")}
+    names = ("id", "text", "H", "S", "set", "w", "adv", "adv_loss", "rho", "valid")
+    columns: dict[str, list] = {name: [] for name in names}
     for position, (text, token_set, entropy, sensitivity, *valid) in enumerate(tokens):
         is_valid = valid[0] if valid else True
         weight = GAMMA[token_set] if is_valid else 0.0
         row = {"id": 1000 + position, "text": text, "H": entropy, "S": sensitivity, "set": token_set}
-        row |= {"w": weight, "adv": adv, "adv_w": adv * weight, "valid": is_valid}
+        row |= {"w": weight, "adv": adv, "adv_loss": adv, "rho": 0.5 + 0.125 * (position % 3), "valid": is_valid}
         for name, value in row.items():
             columns[name].append(value)
     return {
@@ -288,9 +296,28 @@ def test_browser_details_panel_of_a_linked_token(run_dir, tmp_path):
         assert json.loads(dom.details["text"]) == tokens["text"][i]
         assert dom.details["set"] == tokens["set"][i]
         assert dom.details["valid"] == str(tokens["valid"][i]).lower()
-        for name in ("H", "S", "w", "adv", "adv_w", "id"):
+        for name in ("H", "S", "w", "adv", "adv_loss", "rho", "id"):
             assert same_float(float(dom.details[name]), tokens[name][i]), name
         assert float(dom.details["H_threshold"]) == hand_made_steps()[1]["thresholds"]["reasoning"]
+        assert dom.details["weight_target"] == "loss"
+
+
+@needs_chromium
+def test_browser_labels_the_method_whose_scores_and_sets_it_shows(tmp_path):
+    """The page header names the method of the latest run header (text and ``data-method``), with its scores,
+    sets and use in words; each step's section carries the method of the run that recorded it."""
+    path = tmp_path / INSPECT_FILE
+    steps = hand_made_steps()
+    lines = [run_header("2026-12-01T10:00:00", "tor"), steps[1], run_header("2026-12-01T12:30:00", "vppo"), steps[2]]
+    path.write_text("".join(json.dumps(record) + "\n" for record in lines))
+    page = write_page(str(tmp_path))
+    dom = dump_dom("file://" + page, tmp_path)
+    assert dom.header_attrs["data-method"] == "vppo"
+    assert dom.method_text.startswith("method: vppo")
+    for key in ("reasoning", "perception", "use"):
+        assert f"{key}: {LABELS[key]}" in dom.method_text
+    assert dom.section_methods == {"1": "tor", "2": "vppo"}
+    assert "Token inspector (vppo)" in open(page, encoding="utf-8").read()
 
 
 @needs_chromium

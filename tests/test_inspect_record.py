@@ -26,6 +26,7 @@ from verl_tor.inspect.record import (
     images_from_patches,
     token_sets,
 )
+from verl_tor.steps import apply_token_weights
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,9 @@ class _Tokenizer:
         return "".join("<|image_pad|>" if i == 9 else f"t{i}" for i in ids)
 
 
-def _step_batch() -> StepBatch:
+def _step_batch(target: str = "advantages", with_rho: bool = False) -> StepBatch:
+    """A step as the trainer records it: the weights applied through ``apply_token_weights`` to ``target``, with
+    veRL's rollout-correction weights ρ when ``with_rho``."""
     generator = torch.Generator().manual_seed(0)
     lengths = [3, 4, 2, 5]
     responses = [torch.randint(10, 14, (n,), generator=generator) for n in lengths]
@@ -102,6 +105,9 @@ def _step_batch() -> StepBatch:
     weights = [
         torch.where(r, 1.0, torch.where(p, 0.5, 0.0)) * m for r, p, m in zip(reasoning, perception, mask, strict=True)
     ]
+    advantages = [torch.full((n,), a) for n, a in zip(lengths, [1.5, -0.5, 0.25, 9.0], strict=True)]
+    rho = [torch.rand(n, generator=generator) + 0.5 for n in lengths] if with_rho else None
+    applied = apply_token_weights(target, weights, advantages, rho if target == "loss" else None)
     return StepBatch(
         rows=[0, 1, 2],  # row 3 is veRL's padding
         prompts=[torch.tensor([1, 9, 9, 9, 2]), torch.tensor([1, 2]), torch.tensor([3]), torch.tensor([4])],
@@ -112,7 +118,9 @@ def _step_batch() -> StepBatch:
         reasoning=reasoning,
         perception=perception,
         weights=weights,
-        advantages=[torch.full((n,), a) for n, a in zip(lengths, [1.5, -0.5, 0.25, 9.0], strict=True)],
+        advantages=advantages,
+        loss_advantages=applied.get("advantages", advantages),
+        rho=rho,
         metrics={
             "reasoning_threshold": 0.6,
             "perception_threshold": 0.5,
@@ -173,7 +181,30 @@ def test_records_hold_the_batch_they_were_made_from(tmp_path, processor):
     assert tokens["set"] == token_sets(batch.reasoning[1], batch.perception[1])
     assert tokens["w"] == batch.weights[1].tolist()
     np.testing.assert_allclose(tokens["H"], batch.entropy[1].numpy(), rtol=1e-5)
-    np.testing.assert_allclose(tokens["adv_w"], (batch.advantages[1] * batch.weights[1]).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(tokens["adv_loss"], (batch.advantages[1] * batch.weights[1]).numpy(), rtol=1e-5)
+    assert "rho" not in tokens  # rollout correction off
+
+
+@pytest.mark.parametrize("target", ["advantages", "loss"])
+def test_recorded_advantage_and_rho_are_what_the_loss_applies(tmp_path, target):
+    """Whichever way the weights enter veRL's loss, the record's adv_loss × (ρ, times w for target "loss") is the
+    product the loss applies, A·w·ρ, and w and ρ are recorded separately."""
+    batch = _step_batch(target, with_rho=True)
+    recorder = InspectRecorder(InspectConfig(samples_per_step=1), str(tmp_path), _Tokenizer())
+    recorder.write_run_header("exp", {"method": "tor"}, target, {"use": "set weights"})
+    record = recorder.sample_record(
+        batch, 0, uid="u", data_source="s", extra_info=None, reward=1.0, acc=1.0, multi_modal_inputs={}
+    )
+    tokens = record["tokens"]
+    w, adv, rho = batch.weights[0], batch.advantages[0], batch.rho[0]
+    np.testing.assert_allclose(tokens["rho"], rho.numpy(), rtol=1e-5)
+    assert tokens["w"] == w.tolist()
+    loss_multiplier = np.array(tokens["rho"]) * (np.array(tokens["w"]) if target == "loss" else 1.0)
+    np.testing.assert_allclose(np.array(tokens["adv_loss"]) * loss_multiplier, (adv * w * rho).numpy(), rtol=1e-5)
+    expected_adv = adv * w if target == "advantages" else adv
+    np.testing.assert_allclose(tokens["adv_loss"], expected_adv.numpy(), rtol=1e-5)
+    (run,) = read_records(recorder.path)[0]
+    assert run["weight_target"] == target and run["tor"]["method"] == "tor" and run["version"] == 2
 
 
 def test_appending_keeps_earlier_records_readable(tmp_path):

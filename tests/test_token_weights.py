@@ -1,6 +1,6 @@
-"""verl_tor.methods.tor against independent float64 references (numpy sorting, explicit orderings)."""
+"""ToR's weights (verl_tor.methods: tor, selection, scores, config) against independent float64 references (numpy
+sorting, explicit orderings)."""
 
-import dataclasses
 import math
 from decimal import Decimal
 
@@ -10,15 +10,26 @@ import torch
 from omegaconf import OmegaConf
 from reference_math import reference_truncated_entropy
 
-from verl_tor.methods.tor import (
-    VALID_COUNTERFACTUALS,
-    ToRConfig,
-    select_top_fraction,
-    tor_token_weights,
-    truncated_entropy,
-)
+from verl_tor.methods.config import COUNTERFACTUALS, TokenCreditConfig
+from verl_tor.methods.scores import truncated_entropy
+from verl_tor.methods.selection import select_top_fraction
+from verl_tor.methods.weights import token_weights
 
 QWEN_VOCAB = 151_936
+
+
+def ToRConfig(**overrides) -> TokenCreditConfig:  # noqa: N802 - reads like the dataclass it builds
+    """The ``tor`` preset with ``overrides``, resolved as the ``tor:`` section is."""
+    return TokenCreditConfig.from_mapping({"method": "tor", **overrides})
+
+
+def tor_token_weights(entropy, sensitivity, mask, cfg):
+    """ToR's weights given S directly: S = |Δ| with log π = 0 and log π_∅ = S, every sample with an image."""
+    credit = token_weights(
+        cfg, mask, reasoning_score=entropy, log_probs=torch.zeros_like(sensitivity),
+        counterfactual_log_probs=sensitivity, has_image=torch.ones(mask.shape[0], dtype=torch.bool),
+    )  # fmt: skip
+    return credit.weights, credit.metrics
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -39,13 +50,15 @@ def reference_select(scores: torch.Tensor, mask: torch.Tensor, fraction: float) 
     return selected.reshape(tuple(scores.shape))
 
 
-def reference_weights(entropy, sensitivity, mask, cfg: ToRConfig) -> np.ndarray:
+def reference_weights(entropy, sensitivity, mask, cfg: TokenCreditConfig) -> np.ndarray:
     reasoning = reference_select(entropy, mask, cfg.reasoning_quantile)
     perception = reference_select(sensitivity, mask, cfg.perception_quantile)
     valid = mask.numpy() != 0
     weights = np.zeros(valid.shape)
     for index in np.ndindex(valid.shape):
-        if reasoning[index]:
+        if reasoning[index] and perception[index]:
+            weights[index] = cfg.overlap_weight
+        elif reasoning[index]:
             weights[index] = cfg.reasoning_weight
         elif perception[index]:
             weights[index] = cfg.perception_weight
@@ -176,7 +189,7 @@ def test_select_rejects_bad_arguments():
     [
         ToRConfig(),
         ToRConfig(reasoning_quantile=0.5, perception_quantile=0.2, other_weight=0.1),
-        ToRConfig(reasoning_quantile=1.0, perception_quantile=1.0, reasoning_weight=2.0, perception_weight=0.0),
+        ToRConfig(reasoning_quantile=1.0, perception_quantile=1.0, reasoning_weight=2.0, perception_weight=0.25),
     ],
     ids=["paper", "other_weight", "everything"],
 )
@@ -285,20 +298,21 @@ def test_weights_are_constants():
 
 
 def test_weights_reject_mismatched_shapes():
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"must be a tensor of shape \(2, 3\)"):
         tor_token_weights(torch.rand(2, 3), torch.rand(2, 4), torch.ones(2, 3), ToRConfig())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# ToRConfig
+# The `tor:` section resolved for the tor preset
 
 
 def test_config_defaults_are_the_papers():
     cfg = ToRConfig()
     assert (cfg.reasoning_quantile, cfg.perception_quantile) == (0.3, 0.3)
-    assert (cfg.reasoning_weight, cfg.perception_weight, cfg.other_weight) == (1.0, 0.5, 0.0)
-    assert cfg.entropy_top_p == 0.95 and cfg.counterfactual == "remove_image"
-    assert cfg.counterfactual in VALID_COUNTERFACTUALS
+    assert (cfg.reasoning_weight, cfg.perception_weight, cfg.overlap_weight, cfg.other_weight) == (1.0, 0.5, 1.0, 0.0)
+    assert cfg.entropy_top_p == 0.95 and cfg.counterfactual == "remove_image" and cfg.scope == "batch"
+    assert cfg.perception_score == "abs_log_ratio" and cfg.use == "set_weights" and cfg.trajectory_scaling == "none"
+    assert cfg.counterfactual in COUNTERFACTUALS
 
 
 @pytest.mark.parametrize(
@@ -306,14 +320,16 @@ def test_config_defaults_are_the_papers():
     [
         (field, value)
         for field in ("reasoning_quantile", "perception_quantile", "entropy_top_p")
-        for value in (0.0, -0.1, 1.5, float("nan"), float("inf"), "0.3", None, True)
+        for value in (-0.1, 1.5, float("nan"), float("inf"), "0.3", True)
     ]
+    + [("entropy_top_p", 0.0)]
     + [
         (field, value)
-        for field in ("reasoning_weight", "perception_weight", "other_weight")
-        for value in (-0.5, float("nan"), float("inf"), -float("inf"), "1", None, False)
+        for field in ("reasoning_weight", "perception_weight", "overlap_weight", "other_weight")
+        for value in (-0.5, float("nan"), float("inf"), -float("inf"), "1", False)
     ]
-    + [("counterfactual", value) for value in ("black_image", "", None)],
+    + [("counterfactual", value) for value in ("black_image", "")]
+    + [("perception_score", "kl"), ("scope", "sample"), ("use", "mask"), ("method", "ppo"), ("method", "")],
 )
 def test_invalid_config_values_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf"tor\.{field}\b"):
@@ -321,7 +337,7 @@ def test_invalid_config_values_raise_naming_the_field(field, value):
 
 
 def test_config_error_message_reads_well():
-    with pytest.raises(ValueError, match=r"^tor\.perception_quantile must be in \(0, 1\], got 1\.5$"):
+    with pytest.raises(ValueError, match=r"^tor\.perception_quantile must be in \[0, 1\], got 1\.5$"):
         ToRConfig(perception_quantile=1.5)
 
 
@@ -329,25 +345,27 @@ def test_config_accepts_boundaries_and_integers():
     cfg = ToRConfig(reasoning_quantile=1, perception_quantile=1.0, entropy_top_p=1, reasoning_weight=2, other_weight=0)
     assert cfg.reasoning_quantile == 1.0 and isinstance(cfg.reasoning_quantile, float)
     assert cfg.reasoning_weight == 2.0 and isinstance(cfg.reasoning_weight, float)
+    assert cfg.overlap_weight == 2.0  # Eq. 9: the overlap follows γ_r unless given
 
 
 def test_config_from_hydra_section_ignores_enable_and_rejects_unknown_keys():
-    section = OmegaConf.create({"enable": True, "perception_weight": 0.25, "entropy_top_p": 1.0})
-    cfg = ToRConfig.from_mapping(section, ignore=("enable",))
+    section = OmegaConf.create({"enable": True, "perception_weight": 0.25, "entropy_top_p": 1.0, "scope": None})
+    cfg = TokenCreditConfig.from_mapping(section, ignore=("enable",))
     assert cfg == ToRConfig(perception_weight=0.25, entropy_top_p=1.0)
 
     with pytest.raises(ValueError, match=r"tor\.enable"):
-        ToRConfig.from_mapping(section)
+        TokenCreditConfig.from_mapping(section)
     typo = OmegaConf.create({"enable": True, "perception_wieght": 0.25, "bogus": 1})
     with pytest.raises(ValueError, match=r"tor\.bogus, tor\.perception_wieght"):
-        ToRConfig.from_mapping(typo, ignore=("enable",))
+        TokenCreditConfig.from_mapping(typo, ignore=("enable",))
     with pytest.raises(ValueError, match=r"tor\.reasoning_quantile"):
-        ToRConfig.from_mapping({"reasoning_quantile": 2.0})
+        TokenCreditConfig.from_mapping({"reasoning_quantile": 2.0})
 
 
 def test_config_from_mapping_round_trips_every_field():
-    custom = ToRConfig(0.2, 0.4, 1.5, 0.25, 0.05, 0.9, "remove_image")
-    assert ToRConfig.from_mapping(dataclasses.asdict(custom)) == custom
+    custom = ToRConfig(reasoning_quantile=0.2, perception_quantile=0.4, reasoning_weight=1.5, perception_weight=0.25,
+                       overlap_weight=0.75, other_weight=0.05, entropy_top_p=0.9)  # fmt: skip
+    assert TokenCreditConfig.from_mapping(custom.components()) == custom
 
 
 # ---------------------------------------------------------------------------------------------------------------------

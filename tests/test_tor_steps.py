@@ -1,5 +1,6 @@
 """The ToR trainer's step logic as plain functions: weighting through veRL's own loss, advantages, config checks."""
 
+import dataclasses
 import math
 
 import pytest
@@ -9,14 +10,15 @@ from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 
 from verl_tor.config_checks import read_tor_section
-from verl_tor.methods.tor import ToRConfig, tor_token_weights
+from verl_tor.methods.config import TokenCreditConfig
+from verl_tor.methods.weights import token_weights
 from verl_tor.nested import nested_rows
 from verl_tor.steps import (
-    batch_token_weights,
+    batch_token_credit,
+    counterfactual_rows,
     pad_rows_to_multiple,
     require_no_images_in_responses,
     unweighted_advantage_metrics,
-    visual_sensitivity,
 )
 from verl_tor.testing.actor_engine import compose_ppo_config
 
@@ -139,19 +141,23 @@ def test_batch_weights_select_over_the_whole_batch_and_ignore_padding_rows():
     entropy[3] = torch.full((4,), 100.0)
     sensitivity[3] = torch.full((4,), 100.0)
     is_padding = [False, False, False, True]
-    cfg = ToRConfig(other_weight=0.1)
+    cfg = TokenCreditConfig.from_mapping({"other_weight": 0.1})
 
-    weights, metrics = batch_token_weights(mask, entropy, sensitivity, is_padding, cfg)
+    # S = |log π_∅ − log π| with log π = 0: the counterfactual log-probs are the sensitivities.
+    zeros = [torch.zeros(n) for n in lengths]
+    credit = batch_token_credit(cfg, mask, is_padding, entropy, zeros, sensitivity, [True] * 4)
+    weights, metrics = credit.weights, credit.metrics
 
     real = [0, 1, 2]
 
     def pad(rows_):
         return torch.nn.utils.rnn.pad_sequence(rows_, batch_first=True)
 
-    expected, expected_metrics = tor_token_weights(
-        pad([entropy[i] for i in real]), pad([sensitivity[i] for i in real]),
-        pad([mask[i] for i in real]).bool(), cfg,
+    expected = token_weights(
+        cfg, pad([mask[i] for i in real]).bool(), pad([entropy[i] for i in real]),
+        torch.zeros(3, 6), pad([sensitivity[i] for i in real]), torch.ones(3, dtype=torch.bool),
     )  # fmt: skip
+    expected, expected_metrics = expected.weights, expected.metrics
     for k, i in enumerate(real):
         torch.testing.assert_close(weights[i], expected[k, : lengths[i]])
     assert [len(w) for w in weights] == lengths
@@ -202,13 +208,21 @@ def test_images_inside_responses_stop_the_image_removed_pass():
     require_no_images_in_responses(with_tool_images, [])  # a text-only model has no placeholders
 
 
-def test_visual_sensitivity_is_absolute_difference_and_zero_without_image():
+def test_counterfactual_rows_give_each_image_sample_its_pass_and_the_others_their_own_log_probs():
     old = [torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-0.3, -0.2]), torch.tensor([-4.0])]
     removed = [torch.tensor([-1.5, -1.0, -0.5]), torch.tensor([-6.0])]
-    sensitivity = visual_sensitivity(old, removed, rows=[0, 2])
-    torch.testing.assert_close(sensitivity[0], torch.tensor([0.5, 1.0, 0.0]))
-    torch.testing.assert_close(sensitivity[1], torch.zeros(2))
-    torch.testing.assert_close(sensitivity[2], torch.tensor([2.0]))
+    counterfactual, has_image = counterfactual_rows(old, removed, rows=[0, 2])
+    assert has_image == [True, False, True]
+    for row, expected in zip(counterfactual, [removed[0], old[1], removed[1]], strict=True):
+        assert torch.equal(row, expected)
+    # ToR's perception score from them: |Δ|, and 0 for the sample without an image.
+    credit = batch_token_credit(
+        TokenCreditConfig.from_mapping({"reasoning_quantile": 1.0, "perception_quantile": 1.0}),
+        [torch.ones(3), torch.ones(2), torch.ones(1)], [False] * 3, [torch.zeros(3), torch.zeros(2), torch.zeros(1)],
+        old, counterfactual, has_image,
+    )  # fmt: skip
+    for row, expected in zip(credit.perception_score, [[0.5, 1.0, 0.0], [0.0, 0.0], [2.0]], strict=True):
+        torch.testing.assert_close(row, torch.tensor(expected))
 
 
 def test_padded_counterfactual_batch_splits_over_data_parallel_ranks_like_verl_dispatch():
@@ -248,7 +262,7 @@ def _config(tor=None, **extra):
 
 def test_tor_section_defaults_are_the_paper_settings():
     enable, cfg = read_tor_section(_config({"enable": True}))
-    assert enable
+    assert enable and cfg.method == "tor"
     assert (cfg.reasoning_quantile, cfg.perception_quantile) == (0.3, 0.3)
     assert (cfg.reasoning_weight, cfg.perception_weight, cfg.other_weight) == (1.0, 0.5, 0.0)
     assert cfg.entropy_top_p == 0.95 and cfg.counterfactual == "remove_image"
@@ -258,7 +272,10 @@ def test_tor_section_defaults_are_the_paper_settings():
     "tor,key",
     [
         ({"perception_quantile": 1.5}, "tor.perception_quantile"),
-        ({"reasoning_quantile": 0.0}, "tor.reasoning_quantile"),
+        ({"reasoning_quantile": -0.1}, "tor.reasoning_quantile"),
+        ({"method": "vppo"}, "tor.counterfactual"),  # black_patches: not built by this trainer yet
+        ({"method": "grpo", "perception_weight": 0.5}, "tor.perception_weight"),  # GRPO has no T_p to weight
+        ({"method": "vppo", "reasoning_quantile": 0.3}, "tor.scope"),  # a batch-level T_r with per-response scope
         ({"perception_weight": -0.1}, "tor.perception_weight"),
         ({"other_weight": math.nan}, "tor.other_weight"),
         ({"entropy_top_p": 0.0}, "tor.entropy_top_p"),
@@ -308,22 +325,36 @@ def test_perception_pass_is_skippable_exactly_when_it_changes_no_weight(weights)
     from verl_tor.trainer import ToRTrainer
 
     reasoning, perception, other = weights
-    cfg = ToRConfig(reasoning_weight=reasoning, perception_weight=perception, other_weight=other)
+
+    def cfg(**gammas):
+        return TokenCreditConfig.from_mapping(gammas)
+
     generator = torch.Generator().manual_seed(3)
     entropy, sensitivity = torch.rand(4, 9, generator=generator), torch.rand(4, 9, generator=generator)
     mask = torch.rand(4, 9, generator=generator) > 0.2
-    with_pass, _ = tor_token_weights(entropy, sensitivity, mask, cfg)
-    without_pass, _ = tor_token_weights(entropy, torch.zeros_like(sensitivity), mask, cfg)
+    images = torch.ones(4, dtype=torch.bool)
+
+    def weights_of(config, perception_scores):
+        zeros = torch.zeros_like(perception_scores)
+        return token_weights(config, mask, entropy, zeros, perception_scores, images).weights
+
     trainer = ToRTrainer.__new__(ToRTrainer)
-    trainer.tor = cfg
+    trainer.tor = cfg(reasoning_weight=reasoning, perception_weight=perception, other_weight=other)
     assert not trainer.perception_changes_weights
-    assert torch.equal(with_pass, without_pass)
+    # The pass is skipped: every perception score 0 would give the same weights.
+    full = TokenCreditConfig.from_mapping({"reasoning_weight": reasoning, "perception_weight": perception + 0.25,
+                                           "other_weight": other})  # fmt: skip
+    same = dataclasses.replace(full, perception_weight=perception)
+    assert torch.equal(weights_of(same, sensitivity), weights_of(same, torch.zeros_like(sensitivity)))
     # With γ_p ≠ γ_o the perception set does matter.
-    trainer.tor = ToRConfig(reasoning_weight=reasoning, perception_weight=perception + 0.25, other_weight=other)
+    trainer.tor = full
     assert trainer.perception_changes_weights
-    changed, _ = tor_token_weights(entropy, sensitivity, mask, trainer.tor)
-    unchanged, _ = tor_token_weights(entropy, torch.zeros_like(sensitivity), mask, trainer.tor)
-    assert not torch.equal(changed, unchanged)
+    assert not torch.equal(weights_of(full, sensitivity), weights_of(full, torch.zeros_like(sensitivity)))
+    # And with γ_p = γ_o but an overlap weight of its own (≠ γ_r), too.
+    trainer.tor = cfg(reasoning_weight=reasoning, perception_weight=perception, other_weight=other,
+                      overlap_weight=reasoning + 0.5)  # fmt: skip
+    assert trainer.perception_changes_weights
+    assert not torch.equal(weights_of(trainer.tor, sensitivity), weights_of(trainer.tor, torch.zeros_like(sensitivity)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -369,7 +400,7 @@ def test_image_removed_pass_runs_with_the_old_log_prob_weights_in_every_mode(mod
     trainer_cls = get_trainer_cls(f"tor_{mode}")
     trainer = trainer_cls.__new__(trainer_cls)
     trainer.config = compose_ppo_config([])
-    trainer.tor_enabled, trainer.tor = True, ToRConfig()
+    trainer.tor_enabled, trainer.tor = True, TokenCreditConfig()
     trainer.timing_raw, trainer.local_trigger_step = {}, local_update
     group = _WeightsTrackingWorkerGroup("pi_old" if local_update == 0 else "current")
     group.saved[0] = "pi_old"  # separate_async saved π_old at the cycle's first update

@@ -8,21 +8,26 @@ function, for entry points that skip ``validate_config``.
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 
 from omegaconf import DictConfig
 
 from verl_tor.inspect.record import InspectConfig
-from verl_tor.methods.tor import ToRConfig
+from verl_tor.methods.config import TokenCreditConfig
 from verl_tor.policy_loss import loss_mode, weight_target
 
 TARGET_MODULE = "verl.utils.config"
 TOR_MODE_PREFIX = "tor_"
 """``trainer.v1.trainer_mode=tor_<mode>`` runs veRL's trainer mode ``<mode>`` with ToR (``verl_tor.trainer``)."""
+AVAILABLE_COUNTERFACTUALS = ("remove_image",)
+"""The counterfactual inputs the trainer's pass can build (``verl_tor.counterfactual``); the methods may name others
+(``verl_tor.methods.config.COUNTERFACTUALS``), which stop at start-up until the pass builds them."""
 
 
-def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
-    """``(enable, ToRConfig)`` from the top-level ``tor:`` section; raises ``ValueError`` naming a bad key.
+def read_tor_section(config: DictConfig) -> tuple[bool, TokenCreditConfig]:
+    """``(enable, method)`` from the top-level ``tor:`` section (``tor.method`` and its overrides, resolved);
+    raises ``ValueError`` naming a bad key.
 
     Also rejects veRL settings under which ToR cannot work, naming them.
     """
@@ -36,7 +41,7 @@ def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
     enable = section.get("enable", True)
     if not isinstance(enable, bool):
         raise ValueError(f"tor.enable must be true or false, got {enable!r}")
-    tor = ToRConfig.from_mapping(section, ignore=("enable", "inspect"))
+    tor = TokenCreditConfig.from_mapping(section, ignore=("enable", "inspect"))
     InspectConfig.from_mapping(section.get("inspect"))
     if enable:
         weight_target(loss_mode(config))
@@ -52,18 +57,35 @@ def read_tor_section(config: DictConfig) -> tuple[bool, ToRConfig]:
                 "tor.enable=true needs old log-probs recomputed by the actor (its forward gives the entropy): "
                 "set algorithm.rollout_correction.bypass_mode=false"
             )
-        if tor.entropy_top_p < 1.0 and config.actor_rollout_ref.model.get("use_fused_kernels", False):
+        if tor.uses_perception_score and tor.counterfactual not in AVAILABLE_COUNTERFACTUALS:
+            raise ValueError(
+                f"tor.counterfactual={tor.counterfactual} (tor.method={tor.method}) is not built by this trainer yet; "
+                f"available: {', '.join(AVAILABLE_COUNTERFACTUALS)} (e.g. tor.counterfactual=remove_image runs the "
+                "method with the image removed instead)"
+            )
+        truncated = tor.uses_reasoning_score and tor.entropy_top_p < 1.0
+        if truncated and config.actor_rollout_ref.model.get("use_fused_kernels", False):
             raise ValueError(
                 "tor.entropy_top_p < 1 needs the logits of the old-log-prob forward, which fused kernels do not "
                 "return: set actor_rollout_ref.model.use_fused_kernels=false or tor.entropy_top_p=1.0"
             )
         if config.actor_rollout_ref.actor.get("strategy", "fsdp") not in ("fsdp", "fsdp2"):
-            if tor.entropy_top_p < 1.0:
+            if truncated:
                 raise ValueError(
                     "tor.entropy_top_p < 1 is implemented for veRL's FSDP engine: set "
                     "actor_rollout_ref.actor.strategy=fsdp2 (or fsdp), or tor.entropy_top_p=1.0"
                 )
     return enable, tor
+
+
+def method_record(tor: TokenCreditConfig, target: str | None) -> dict:
+    """The resolved method as the start-up log, ``run.json`` and ``tor_method.json`` record it."""
+    return {**tor.components(), "weight_target": target}
+
+
+def log_method(record: dict) -> None:
+    """One start-up line naming the resolved method and every component."""
+    print(f"[verl_tor] token-credit method: {json.dumps(record)}", flush=True)
 
 
 def trainer_mode(config: DictConfig) -> str | None:
@@ -115,7 +137,9 @@ def install(verl_config: ModuleType) -> None:
         if tor_section_enabled(config):
             require_tor_trainer(config)
         if uses_tor_trainer(config) or tor_section_enabled(config):
-            read_tor_section(config)
+            enable, tor = read_tor_section(config)
+            if enable:
+                log_method(method_record(tor, weight_target(loss_mode(config))))
         return result
 
     validate_config._verl_tor_patched = True

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import torch
 
-from verl_tor.methods.tor import truncated_entropy
+from verl_tor.methods.scores import truncated_entropy
 
 TARGET_MODULE = "verl.workers.engine.fsdp.transformer_impl"
 TRUNCATED_ENTROPY_TOP_P = "tor_entropy_top_p"

@@ -6,10 +6,13 @@ response-aligned tensors, calls these functions and writes their results back.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tensordict import TensorDict
 
-from verl_tor.methods.tor import ToRConfig, select_top_fraction, tor_token_weights
+from verl_tor.methods.config import TokenCreditConfig
+from verl_tor.methods.weights import token_weights
 from verl_tor.nested import as_list, nested_rows
 from verl_tor.policy_loss import WeightTarget
 
@@ -17,23 +20,25 @@ from verl_tor.policy_loss import WeightTarget
 ROLLOUT_IS_WEIGHTS = "rollout_is_weights"
 
 
-def visual_sensitivity(
-    old_log_probs: list[torch.Tensor], image_removed_log_probs: list[torch.Tensor], rows: list[int]
-) -> list[torch.Tensor]:
-    """S_t = |log π(o_t | I, q, o_<t) − log π(o_t | ∅, q, o_<t)| (Eq. 8); 0 for samples without an image.
+def counterfactual_rows(
+    old_log_probs: list[torch.Tensor], counterfactual_log_probs: list[torch.Tensor], rows: list[int]
+) -> tuple[list[torch.Tensor], list[bool]]:
+    """Per sample, log π(o_t | ∅) of its response tokens and whether it had an image.
 
     Args:
         old_log_probs: per-sample ``[R_i]`` response log-probs with the image.
-        image_removed_log_probs: ``[R_i]`` log-probs of the same responses without it, for the samples ``rows``.
+        counterfactual_log_probs: ``[R_i]`` log-probs of the same responses under the counterfactual, for ``rows``.
         rows: indices into ``old_log_probs`` of the samples that had an image.
 
     Returns:
-        per-sample ``[R_i]`` sensitivities.
+        per-sample ``[R_i]`` counterfactual log-probs (a sample without an image: its own log-probs, Δ = 0) and the
+        per-sample image flags.
     """
-    sensitivity = [torch.zeros_like(lp, dtype=torch.float32) for lp in old_log_probs]
-    for row, removed in zip(rows, image_removed_log_probs, strict=True):
-        sensitivity[row] = (old_log_probs[row].float() - removed.float()).abs()
-    return sensitivity
+    counterfactual = [lp.float() for lp in old_log_probs]
+    has_image = [False] * len(old_log_probs)
+    for row, log_probs in zip(rows, counterfactual_log_probs, strict=True):
+        counterfactual[row], has_image[row] = log_probs.float(), True
+    return counterfactual, has_image
 
 
 def pad_rows_to_multiple(batch: TensorDict, multiple: int) -> TensorDict:
@@ -66,43 +71,56 @@ def padded_batch(
     return mask, [padded(rows, width) for rows in scores]
 
 
-def batch_token_weights(
+@dataclass
+class BatchCredit:
+    """A method's decision for a rollout batch, per sample (``[R_i]`` tensors)."""
+
+    weights: list[torch.Tensor]
+    reasoning: list[torch.Tensor]
+    perception: list[torch.Tensor]
+    reasoning_score: list[torch.Tensor]
+    perception_score: list[torch.Tensor]
+    metrics: dict[str, float]
+
+
+def batch_token_credit(
+    cfg: TokenCreditConfig,
     response_mask: list[torch.Tensor],
-    entropy: list[torch.Tensor],
-    sensitivity: list[torch.Tensor],
     is_padding: list[bool],
-    cfg: ToRConfig,
-) -> tuple[list[torch.Tensor], dict[str, float]]:
-    """ToR's weight of every response token (Eq. 9), selecting over the whole rollout batch.
+    reasoning_score: list[torch.Tensor] | None = None,
+    old_log_probs: list[torch.Tensor] | None = None,
+    counterfactual_log_probs: list[torch.Tensor] | None = None,
+    has_image: list[bool] | None = None,
+) -> BatchCredit:
+    """The method's weight of every response token (``verl_tor.methods.weights.token_weights``) over the whole
+    rollout batch.
 
     Padding rows that veRL adds for data-parallel balance take no part in the selection and get weight 0.
 
     Args:
-        response_mask, entropy, sensitivity: per-sample ``[R_i]`` tensors.
+        cfg: the resolved method.
+        response_mask, reasoning_score, old_log_probs, counterfactual_log_probs: per-sample ``[R_i]`` tensors (the
+            scores only where the method uses them).
         is_padding: per-sample flag from veRL's batch tags.
-
-    Returns:
-        ``(weights, metrics)``: per-sample ``[R_i]`` float32 weights, metrics without prefix.
+        has_image: per-sample image flag (needed with the log-probs).
     """
-    mask, (entropy_b, sensitivity_b) = padded_batch(response_mask, [entropy, sensitivity], is_padding)
-    weights, metrics = tor_token_weights(entropy_b, sensitivity_b, mask, cfg)
-    return [weights[i, : len(m)] for i, m in enumerate(response_mask)], metrics
+    named = {"reasoning_score": reasoning_score, "log_probs": old_log_probs,
+             "counterfactual_log_probs": counterfactual_log_probs}  # fmt: skip
+    given = {name: rows for name, rows in named.items() if rows is not None}
+    mask, padded_scores = padded_batch(response_mask, list(given.values()), is_padding)
+    images = None if has_image is None else torch.tensor(has_image, dtype=torch.bool)
+    credit = token_weights(cfg, mask, **dict(zip(given, padded_scores, strict=True)), has_image=images)
 
+    def rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [tensor[i, : len(m)] for i, m in enumerate(response_mask)]
 
-def batch_token_sets(
-    response_mask: list[torch.Tensor],
-    entropy: list[torch.Tensor],
-    sensitivity: list[torch.Tensor],
-    is_padding: list[bool],
-    cfg: ToRConfig,
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per sample, the ``[R_i]`` masks of its tokens in T_r and in T_p (the selection of ``batch_token_weights``)."""
-    mask, (entropy_b, sensitivity_b) = padded_batch(response_mask, [entropy, sensitivity], is_padding)
-    reasoning = select_top_fraction(entropy_b, mask, cfg.reasoning_quantile)
-    perception = select_top_fraction(sensitivity_b, mask, cfg.perception_quantile)
-    return (
-        [reasoning[i, : len(m)] for i, m in enumerate(response_mask)],
-        [perception[i, : len(m)] for i, m in enumerate(response_mask)],
+    return BatchCredit(
+        weights=rows(credit.weights),
+        reasoning=rows(credit.reasoning),
+        perception=rows(credit.perception),
+        reasoning_score=rows(credit.reasoning_score),
+        perception_score=rows(credit.perception_score),
+        metrics=credit.metrics,
     )
 
 

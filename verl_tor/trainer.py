@@ -5,15 +5,17 @@ Every mode runs the same per-update pipeline (``PPOTrainer._step_once``: old log
 update); :class:`ToRSteps` adds ToR to it and the mode's own class does everything else (replay buffer, warm-up
 batches, weight sync, partial rollouts) unchanged:
 
-1. old log-probs: veRL's forward also returns the top-p entropy of each token (``engine_truncated_entropy``)
-   unless ``tor.entropy_top_p == 1``, where veRL's own entropy is the score;
-2. right after that forward, with the same weights, the image-removed pass: the old policy scores each image
-   sample's response with the image deleted from its prompt (``model_families``, ``counterfactual``), through the
-   actor worker group at the rollout temperature; the visual sensitivity |Δ log π| is stored in TransferQueue;
-3. after veRL's advantages: token weights over the rollout batch (``token_weights``) multiply each token's
-   policy-loss term (Eq. 9): through its advantage (for w ≥ 0 exactly the weighted clipped surrogate, also under
-   DAPO's dual clip) or, for loss modes not homogeneous in the advantage, through veRL's per-token loss multiplier
-   ``rollout_is_weights`` (``policy_loss``); KL and entropy terms are untouched.
+1. old log-probs: veRL's forward also returns the top-p entropy of each token (``engine_truncated_entropy``) when
+   the method has a reasoning set and ``tor.entropy_top_p < 1``; at p = 1 veRL's own entropy is the score;
+2. right after that forward, with the same weights, the counterfactual pass (when the method's weights depend on
+   the perception score): the old policy scores each image sample's response without its image
+   (``counterfactual``), through the actor worker group at the rollout temperature; log π(o_t | ∅) is stored in
+   TransferQueue;
+3. after veRL's advantages: the method's token weights over the rollout batch (``verl_tor.methods``, chosen by
+   ``tor.method``) multiply each token's policy-loss term: through its advantage (for w ≥ 0 exactly the weighted
+   clipped surrogate, also under DAPO's dual clip) or, for loss modes not homogeneous in the advantage, through
+   veRL's per-token loss multiplier ``rollout_is_weights`` (``policy_loss``); KL and entropy terms are untouched.
+   Every method takes this one path: the glue does not change per method.
 
 What "the rollout batch" and "the old policy" are in each mode:
 
@@ -36,8 +38,10 @@ Per-update ``tor/*`` metrics of a step with several local updates are combined b
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import json
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -51,26 +55,35 @@ from verl.utils.debug import marked_timer
 from verl.workers.rollout.utils import get_vision_placeholder_token_ids
 from verl.workers.utils.padding import response_from_nested
 
-from verl_tor.config_checks import TOR_MODE_PREFIX, read_inspect_section, read_tor_section
+from verl_tor.config_checks import (
+    TOR_MODE_PREFIX,
+    log_method,
+    method_record,
+    read_inspect_section,
+    read_tor_section,
+)
 from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.inspect.record import InspectRecorder, StepBatch
+from verl_tor.launch.prompt_filter import RUN_JSON_ENV
 from verl_tor.nested import as_list, nested_rows
 from verl_tor.policy_loss import loss_mode, weight_target
 from verl_tor.steps import (
     ROLLOUT_IS_WEIGHTS,
     apply_token_weights,
-    batch_token_sets,
-    batch_token_weights,
+    batch_token_credit,
+    counterfactual_rows,
     pad_rows_to_multiple,
     require_no_images_in_responses,
     unweighted_advantage_metrics,
-    visual_sensitivity,
 )
 
-# TransferQueue fields this trainer adds to each sample (response-aligned), besides the engine's TRUNCATED_ENTROPY.
-VISUAL_SENSITIVITY = "tor_visual_sensitivity"
+# TransferQueue fields this trainer adds to each sample, besides the engine's TRUNCATED_ENTROPY: response-aligned
+# log π(o_t | ∅) (a sample without an image holds its own log-probs) and the method's weights, and a per-sample flag.
+COUNTERFACTUAL_LOG_PROBS = "tor_counterfactual_log_probs"
+HAS_IMAGE = "tor_has_image"
 TOKEN_WEIGHTS = "tor_weights"
+METHOD_FILE = "tor_method.json"
 
 
 class ToRSteps:
@@ -98,8 +111,9 @@ class ToRSteps:
 
     @property
     def perception_changes_weights(self) -> bool:
-        """With γ_p = γ_o the perception set changes no weight, so its image-removed pass is skipped."""
-        return self.tor.perception_weight != self.tor.other_weight
+        """Whether the method's weights depend on the perception score: otherwise (e.g. GRPO, the 80/20 preset, or
+        ToR with γ_p = γ_o) the counterfactual pass is skipped."""
+        return self.tor.uses_perception_score
 
     def _init_tokenizer(self):
         super()._init_tokenizer()
@@ -118,12 +132,31 @@ class ToRSteps:
                 self.processor,
                 seed=int(self.config.data.get("seed", None) or 0),
             )
-            self.inspect_recorder.write_run_header(self.config.trainer.experiment_name, dataclasses.asdict(self.tor))
+            self.inspect_recorder.write_run_header(
+                self.config.trainer.experiment_name, self.tor.components(), self.tor_weight_target, self.tor.describe()
+            )
+        self._record_method()
+
+    def _record_method(self) -> None:
+        """Log the resolved method and record it in the run's ``run.json`` (under ``tor_method``, when the recipes
+        name that file through ``VERL_TOR_RUN_JSON``), else in ``tor_method.json`` next to the inspector file."""
+        record = method_record(self.tor, self.tor_weight_target)
+        log_method(record)
+        run_json = os.environ.get(RUN_JSON_ENV)
+        if run_json:
+            path = Path(run_json)
+            info = json.loads(path.read_text()) if path.is_file() else {}
+            info["tor_method"] = record
+        else:
+            path = Path(self.inspect.dir or self.config.trainer.default_local_dir) / METHOD_FILE
+            info = record
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=2) + "\n")
 
     def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         if not self.tor_enabled:
             return super()._compute_old_log_prob(batch, metrics)
-        if self.tor.entropy_top_p < 1.0:
+        if self.tor.uses_reasoning_score and self.tor.entropy_top_p < 1.0:
             batch.extra_info[TRUNCATED_ENTROPY_TOP_P] = self.tor.entropy_top_p
         perception_pass = self._after_old_log_prob_forward if self.perception_changes_weights else None
         try:
@@ -195,12 +228,9 @@ class ToRSteps:
             removed_log_probs = as_list(response_from_nested(output["log_probs"], request["response_mask"]))
             removed_log_probs = removed_log_probs[: len(rows)]
 
-        sensitivity = visual_sensitivity(old_log_probs, removed_log_probs, rows)
-        tq.kv_batch_put(
-            keys=batch.keys,
-            partition_id=batch.partition_id,
-            fields=TensorDict({VISUAL_SENSITIVITY: nested_rows(sensitivity)}, batch_size=len(batch)),
-        )
+        counterfactual, has_image = counterfactual_rows(old_log_probs, removed_log_probs, rows)
+        fields = {COUNTERFACTUAL_LOG_PROBS: nested_rows(counterfactual), HAS_IMAGE: torch.tensor(has_image)}
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, len(batch)))
         all_tokens = sum(len(prompts[i]) + len(responses[i]) for i in real)
         removed_tokens = sum(len(ids) for ids in as_list(removed["input_ids"])) if removed is not None else 0
         metrics["tor/image_sample_fraction"] = len(rows) / max(len(real), 1)
@@ -210,46 +240,54 @@ class ToRSteps:
         batch = super()._compute_advantage(batch, metrics)
         if not self.tor_enabled:
             return batch
-        entropy_field = TRUNCATED_ENTROPY if self.tor.entropy_top_p < 1.0 else "entropy"
-        fields = ["advantages", "response_mask", entropy_field]
+        fields = ["advantages", "response_mask"]
+        entropy_field = TRUNCATED_ENTROPY if (self.tor.entropy_top_p or 1.0) < 1.0 else "entropy"
+        if self.tor.uses_reasoning_score:
+            fields.append(entropy_field)
         if self.perception_changes_weights:
-            fields.append(VISUAL_SENSITIVITY)
-        # veRL's rollout correction (decoupled mode) may have written its own per-token loss multiplier.
-        verl_loss_multiplier = self.tor_weight_target == "loss" and ROLLOUT_IS_WEIGHTS in stored_fields(batch)
-        if verl_loss_multiplier:
+            fields += ["old_log_probs", COUNTERFACTUAL_LOG_PROBS, HAS_IMAGE]
+        # veRL's rollout correction (decoupled mode) may have written its own per-token loss multiplier ρ.
+        verl_rho = ROLLOUT_IS_WEIGHTS in stored_fields(batch)
+        if verl_rho:
             fields.append(ROLLOUT_IS_WEIGHTS)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         advantages, response_mask = as_list(data["advantages"]), as_list(data["response_mask"])
-        entropy = as_list(data[entropy_field])
-        if self.perception_changes_weights:
-            sensitivity = as_list(data[VISUAL_SENSITIVITY])
-        else:
-            sensitivity = [torch.zeros_like(adv, dtype=torch.float32) for adv in advantages]
         is_padding = [tag.get("is_padding", False) for tag in batch.tags]
-        weights, tor_metrics = batch_token_weights(response_mask, entropy, sensitivity, is_padding, self.tor)
+        scores = {}
+        if self.tor.uses_reasoning_score:
+            scores["reasoning_score"] = as_list(data[entropy_field])
+        if self.perception_changes_weights:
+            scores["old_log_probs"] = as_list(data["old_log_probs"])
+            scores["counterfactual_log_probs"] = as_list(data[COUNTERFACTUAL_LOG_PROBS])
+            scores["has_image"] = [bool(flag) for flag in data[HAS_IMAGE].tolist()]
+        credit = batch_token_credit(self.tor, response_mask, is_padding, **scores)
+        tor_metrics = dict(credit.metrics)
         tor_metrics.update(unweighted_advantage_metrics(advantages, response_mask, is_padding))
         metrics.update({f"tor/{name}": value for name, value in tor_metrics.items()})
+        rho = as_list(data[ROLLOUT_IS_WEIGHTS]) if verl_rho else None
+        weighted = apply_token_weights(
+            self.tor_weight_target, credit.weights, advantages, rho if self.tor_weight_target == "loss" else None
+        )
         if self.inspect.records(self.global_steps):
             with marked_timer("tor_inspect", self.timing_raw, color="gray"):
-                reasoning, perception = batch_token_sets(response_mask, entropy, sensitivity, is_padding, self.tor)
                 step_batch = StepBatch(
                     rows=[i for i, pad in enumerate(is_padding) if not pad],
                     prompts=[],
                     responses=[],
                     response_mask=response_mask,
-                    entropy=entropy,
-                    sensitivity=sensitivity,
-                    reasoning=reasoning,
-                    perception=perception,
-                    weights=weights,
+                    entropy=credit.reasoning_score,
+                    sensitivity=credit.perception_score,
+                    reasoning=credit.reasoning,
+                    perception=credit.perception,
+                    weights=credit.weights,
                     advantages=advantages,
+                    loss_advantages=weighted.get("advantages", advantages),
+                    rho=rho,
                     metrics=tor_metrics,
                 )
                 self._record_inspection(batch, step_batch)
-        verl_multipliers = as_list(data[ROLLOUT_IS_WEIGHTS]) if verl_loss_multiplier else None
-        weighted = apply_token_weights(self.tor_weight_target, weights, advantages, verl_multipliers)
         fields = {name: nested_rows(rows) for name, rows in weighted.items()}
-        fields[TOKEN_WEIGHTS] = nested_rows(weights)
+        fields[TOKEN_WEIGHTS] = nested_rows(credit.weights)
         return tq.kv_batch_put(
             keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, batch_size=len(batch))
         )

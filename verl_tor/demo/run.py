@@ -66,12 +66,12 @@ class Arm:
 GRPO = Arm("GRPO", "grpo", None)
 TOR = Arm("GRPO+ToR", "grpo_tor", ())
 # The paper's motivation experiment (recipes/qwen2_5_vl_7b_geo3k_grpo_{reasoning,perception}_only.sh): only one set
-# gets gradient.
+# gets gradient, all of it (perception only: every T_p token weight 1, also those in T_r).
 REASONING_ONLY = Arm("reasoning only", "reasoning_only", ("tor.perception_weight=0.0", "tor.other_weight=0.0"))
 PERCEPTION_ONLY = Arm(
     "perception only",
     "perception_only",
-    ("tor.reasoning_weight=0.0", "tor.perception_weight=1.0", "tor.other_weight=0.0"),
+    ("tor.reasoning_weight=0.0", "tor.perception_weight=1.0", "tor.overlap_weight=1.0", "tor.other_weight=0.0"),
 )
 DEMO_ARMS = (GRPO, TOR)
 

@@ -1,8 +1,8 @@
 """The paper's motivation experiment in miniature, on the demo's task: which tokens should get the gradient?
 
 For each seed, the demo's data, tiny model and warm start (:func:`verl_tor.demo.run.prepare`), then four arms with
-identical settings: GRPO (all tokens), reasoning tokens only (T_r, γ_p = γ_o = 0), perception tokens only (T_p
-with weight 1, γ_r = γ_o = 0; the ``tor.*`` keys of ``recipes/qwen2_5_vl_7b_geo3k_grpo_{reasoning,perception}_
+identical settings: GRPO (all tokens), reasoning tokens only (T_r, γ_p = γ_o = 0), perception tokens only (all of T_p
+with weight 1, also its tokens in T_r: γ_p = γ_overlap = 1, γ_r = γ_o = 0; the ``tor.*`` keys of ``recipes/qwen2_5_vl_7b_geo3k_grpo_{reasoning,perception}_
 only.sh``) and GRPO+ToR. Writes ``study.md`` (held-out accuracy at the end, mean ± standard deviation over seeds;
 the first validation step at which it reached a threshold; seconds per step and their ratio to GRPO of the same
 seed), ``study.png`` (mean curves) and ``study.json`` (every number per seed and arm).

@@ -179,6 +179,17 @@ _JS = r"""
   const underline = (w) => (0.75 + (2.25 * Math.abs(w)) / wMax).toFixed(2) + "px";
 
   // ---- header: runs and legend -------------------------------------------------------------------------
+  const runOf = (step) => { const st = DATA.steps.find((x) => String(x.step) === String(step));
+    return st && !missing(st.run_index) ? DATA.runs[st.run_index] : null; };
+  const methodOf = (run) => ((run && run.tor && run.tor.method) || "tor");
+  const lastRun = DATA.runs.length ? DATA.runs[DATA.runs.length - 1] : null;
+  const methodBox = document.getElementById("method");
+  methodBox.dataset.method = methodOf(lastRun);
+  const labels = (lastRun && lastRun.labels) || {};
+  methodBox.append(h("b", { text: "method: " + methodOf(lastRun) }));
+  for (const key of ["reasoning", "perception", "use"]) {
+    if (labels[key]) methodBox.append(" \u00b7 ", h("span", { "data-label": key, text: key + ": " + labels[key] }));
+  }
   const nSamples = DATA.steps.reduce((n, st) => n + st.samples.length, 0);
   document.getElementById("meta").textContent = DATA.source + " \u00b7 " + DATA.steps.length + " steps, " +
     nSamples + " samples \u00b7 " + DATA.runs.length + " run header" + (DATA.runs.length === 1 ? "" : "s") +
@@ -352,10 +363,13 @@ _JS = r"""
       nOk + " correct" + (run && DATA.runs.length > 1 ? " \u00b7 run " + (st.run_index + 1) + " (started " + run.started + ")" : "") })]);
     const hists = st.histograms || {}, thr = st.thresholds || {};
     const stats = h("div", { cls: "stats" }, [fractionsCard(st),
-      histogram(hists.entropy, thr.reasoning, "reasoning", "Reasoning score H (top-p entropy)"),
-      histogram(hists.sensitivity, thr.perception, "perception", "Perception score S (visual sensitivity)"),
+      histogram(hists.entropy, thr.reasoning, "reasoning", "Reasoning score H" +
+        (run && run.labels && run.labels.reasoning ? " (" + run.labels.reasoning + ")" : " (top-p entropy)")),
+      histogram(hists.sensitivity, thr.perception, "perception", "Perception score S" +
+        (run && run.labels && run.labels.perception ? " (" + run.labels.perception + ")" : " (visual sensitivity)")),
       topTokens(st.top_tokens)]);
-    const section = h("section", { cls: "step", id: "step-" + st.step, "data-step": String(st.step) }, [title, stats]);
+    const section = h("section", { cls: "step", id: "step-" + st.step, "data-step": String(st.step),
+      "data-method": methodOf(run) }, [title, stats]);
     for (const s of st.samples) {
       section.append(sampleBox(st, s));
       samplesByKey.set(st.step + ":" + s.index, s);
@@ -393,6 +407,8 @@ _JS = r"""
     return { step: box.dataset.step, s: s, i: Number(span.dataset.i) };
   }
   function field(s, name, i) { return s.tokens[name] ? s.tokens[name][i] : undefined; }
+  // Version 1 files recorded A·w as adv_w; version 2 records the advantage the loss reads as adv_loss.
+  function lossAdvantage(s, i) { return s.tokens.adv_loss ? s.tokens.adv_loss[i] : field(s, "adv_w", i); }
 
   main.addEventListener("mouseover", (e) => {
     const span = e.target.closest(".tok");
@@ -400,7 +416,8 @@ _JS = r"""
     const { s, i } = tokenOf(span);
     tip.textContent = JSON.stringify(s.tokens.text[i]) + "  " + s.tokens.set[i] + "\nH " + short(field(s, "H", i)) +
       "   S " + short(field(s, "S", i)) + "   w " + short(field(s, "w", i)) + "\nadvantage " + short(field(s, "adv", i)) +
-      " \u2192 " + short(field(s, "adv_w", i)) + "\nclick for details";
+      " \u2192 in loss " + short(lossAdvantage(s, i)) + (s.tokens.rho ? "   \u03c1 " + short(field(s, "rho", i)) : "") +
+      "\nclick for details";
     tip.style.display = "block";
   });
   main.addEventListener("mousemove", (e) => {
@@ -419,8 +436,10 @@ _JS = r"""
       ["valid", "valid", String(field(s, "valid", i) !== false)],
       ["H (top-p entropy)", "H", exact(field(s, "H", i))], ["step's H threshold", "H_threshold", exact(thr.reasoning)],
       ["S (visual sensitivity)", "S", exact(field(s, "S", i))], ["step's S threshold", "S_threshold", exact(thr.perception)],
-      ["w (ToR weight)", "w", exact(field(s, "w", i))], ["advantage", "adv", exact(field(s, "adv", i))],
-      ["advantage \u00d7 w", "adv_w", exact(field(s, "adv_w", i))]];
+      ["w (method's weight)", "w", exact(field(s, "w", i))], ["advantage (veRL)", "adv", exact(field(s, "adv", i))],
+      ["advantage in the loss", "adv_loss", exact(lossAdvantage(s, i))],
+      ["\u03c1 (veRL rollout correction)", "rho", s.tokens.rho ? exact(field(s, "rho", i)) : "off"],
+      ["w enters the loss via", "weight_target", (runOf(step) || {}).weight_target || "advantages"]];
     const dl = h("dl");
     for (const [label, name, value] of rows) dl.append(h("dt", { text: label }), h("dd", { "data-field": name, text: value }));
     panel.replaceChildren(h("h2", {}, ["Token ", h("span", { cls: "chip s-" + s.tokens.set[i],
@@ -467,7 +486,8 @@ def _json_safe(value: Any) -> Any:
 def render_page(runs: list[Record], steps: list[Record], source: str) -> str:
     """The HTML page of ``read_records``' ``(runs, steps)``; ``source`` names the file they came from."""
     experiment = next((run["experiment"] for run in reversed(runs) if run.get("experiment")), "")
-    title = "ToR token inspector" + (f": {experiment}" if experiment else "")
+    method = (runs[-1].get("tor") or {}).get("method", "tor") if runs else "tor"
+    title = f"Token inspector ({method})" + (f": {experiment}" if experiment else "")
     data = json.dumps(_json_safe({"source": source, "runs": runs, "steps": steps}), allow_nan=False)
     # Inside <script>, "</script>" or "<!--" in a token or prompt would end or change the block; \u003c is the
     # same character to JSON.parse.
@@ -476,7 +496,8 @@ def render_page(runs: list[Record], steps: list[Record], source: str) -> str:
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f'<header><h1>{html.escape(title)}</h1><div class="meta" id="meta"></div>'
+        f'<header data-method="{html.escape(method)}"><h1>{html.escape(title)}</h1><div class="meta" id="meta"></div>'
+        '<div class="meta" id="method"></div>'
         '<details><summary>run headers</summary><div id="runs"></div></details></header>\n'
         '<nav id="controls"></nav>\n<main id="steps"><noscript>This page renders its records with JavaScript.</noscript>'
         "</main>\n"

@@ -29,7 +29,7 @@ import torch
 
 from verl_tor.inspect import INSPECT_FILE
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HISTOGRAM_BINS = 40
 TOP_TOKENS = 20
 SIGNIFICANT_DIGITS = 6
@@ -174,6 +174,9 @@ class StepBatch:
     """What a ToR step knows about its rollout batch, per sample (``[R_i]`` tensors per response).
 
     ``rows`` are the real (non-padding) samples the selection ran over; every list is indexed by batch row.
+    ``advantages`` are veRL's, ``weights`` the method's w, ``loss_advantages`` the advantages the policy loss reads
+    (A·w where the weights go through the advantage, A where they go through ``rollout_is_weights``) and ``rho``
+    veRL's own rollout-correction weights ρ (None when rollout correction is off).
     """
 
     rows: list[int]
@@ -186,6 +189,8 @@ class StepBatch:
     perception: list[torch.Tensor]
     weights: list[torch.Tensor]
     advantages: list[torch.Tensor]
+    loss_advantages: list[torch.Tensor]
+    rho: list[torch.Tensor] | None
     metrics: dict[str, float]
 
 
@@ -199,8 +204,15 @@ class InspectRecorder:
         self.processor = processor
         self.seed = seed
 
-    def write_run_header(self, experiment: str, tor: Mapping[str, Any]) -> None:
-        """The ``run`` record a (re)started trainer writes first."""
+    def write_run_header(
+        self,
+        experiment: str,
+        tor: Mapping[str, Any],
+        weight_target: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """The ``run`` record a (re)started trainer writes first: the resolved method (``tor``), where its weights
+        enter the loss (``weight_target``: ``advantages`` or ``loss``) and the method's scores and sets in words."""
         self._append(
             {
                 "kind": "run",
@@ -208,6 +220,8 @@ class InspectRecorder:
                 "experiment": experiment,
                 "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "tor": dict(tor),
+                "weight_target": weight_target,
+                "labels": dict(labels or {}),
                 "inspect": {
                     "samples_per_step": self.cfg.samples_per_step,
                     "every_n_steps": self.cfg.every_n_steps,
@@ -274,6 +288,7 @@ class InspectRecorder:
         response = batch.responses[row]
         weights = batch.weights[row]
         advantages = batch.advantages[row].float()
+        rho = {} if batch.rho is None else {"rho": [_rounded(x) for x in batch.rho[row].float().tolist()]}
         return {
             "index": row,
             "uid": uid,
@@ -292,7 +307,8 @@ class InspectRecorder:
                 "set": token_sets(batch.reasoning[row], batch.perception[row]),
                 "w": weights.tolist(),
                 "adv": [_rounded(x) for x in advantages.tolist()],
-                "adv_w": [_rounded(x) for x in (advantages * weights).tolist()],
+                "adv_loss": [_rounded(x) for x in batch.loss_advantages[row].float().tolist()],
+                **rho,
                 "valid": batch.response_mask[row].bool().tolist(),
             },
         }

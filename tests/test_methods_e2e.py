@@ -1,0 +1,59 @@
+"""Every preset other than ToR (whose runs are in ``test_e2e_cpu.py``) through veRL's real ``main_ppo`` on the CPU:
+one training step each with the tiny Qwen2.5-VL on mixed image / text-only data, the weights applied through
+veRL's real loss. VPPO and PGPO run with ``tor.counterfactual=remove_image`` (the image-removed pass is the one
+this trainer builds; their papers' counterfactuals come with the counterfactual package)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_e2e_cpu import SPREAD_REWARD, TOR_CONFIG, _run_main_ppo, _training_steps
+
+PRESETS = {
+    "grpo": [],
+    "entropy_top20": [],
+    "vppo": ["tor.counterfactual=remove_image"],
+    # PGPO with the weights through veRL's per-token loss multiplier (a loss mode not homogeneous in A).
+    "pgpo": ["tor.counterfactual=remove_image", "actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov"],
+}
+
+
+@pytest.fixture(scope="module", params=list(PRESETS))
+def preset_run(request, tmp_path_factory, tiny_model_dir, mixed_colour_data_dir):
+    name = request.param
+    out_dir = tmp_path_factory.mktemp(name)
+    overrides = [*SPREAD_REWARD, "trainer.total_training_steps=1", f"tor.method={name}", *PRESETS[name]]
+    returncode, metrics, log = _run_main_ppo(out_dir, overrides, tiny_model_dir, mixed_colour_data_dir, **TOR_CONFIG)
+    return {"name": name, "dir": out_dir, "returncode": returncode, "metrics": metrics, "log": log}
+
+
+@pytest.mark.e2e
+def test_each_preset_trains_one_step_with_its_own_weights(preset_run):
+    name = preset_run["name"]
+    assert preset_run["returncode"] == 0, preset_run["log"][-5000:]
+    (step,) = _training_steps(preset_run["metrics"])
+    assert step["actor/grad_norm"] > 0
+    assert step["tor/nonfinite_fraction"] == 0
+    counterfactual_pass = "timing_s/tor_counterfactual" in step
+    if name == "grpo":
+        assert step["tor/mean_weight"] == 1.0 and not counterfactual_pass
+        assert step["tor/reasoning_fraction"] == step["tor/perception_fraction"] == 0
+    elif name == "entropy_top20":
+        # At most ⌈0.2·N⌉ of N ≥ 16 tokens, weight 1 each and 0 elsewhere; no image pass.
+        assert 0 < step["tor/reasoning_fraction"] <= 0.2 + 1 / 16 and not counterfactual_pass
+        assert step["tor/mean_weight"] == pytest.approx(step["tor/reasoning_fraction"])
+        assert step["tor/perception_fraction"] == 0
+    elif name == "vppo":
+        assert counterfactual_pass and step["tor/mean_sensitivity"] > 0
+        assert step["tor/reasoning_fraction"] == 0 and 0 < step["tor/perception_fraction"] <= 0.5  # ⌈0.4·4⌉ = 2 of a 4-token response
+        # Factors in [0.9, dynamic max], in float32 (0.9 reads back as 0.8999999762).
+        assert 0.9 - 1e-6 <= step["tor/trajectory_scale_min"] <= 1.0 <= step["tor/trajectory_scale_max"]
+    else:  # pgpo: mass-conserving per response, so the mean weight is 1 while some tokens are amplified
+        assert counterfactual_pass and step["tor/mean_sensitivity"] > 0
+        assert step["tor/mean_weight"] == pytest.approx(1.0, rel=1e-5) and step["tor/max_weight"] > 1
+    # The resolved method is logged and recorded next to the checkpoints (no run.json outside the recipes).
+    recorded = json.loads((Path(preset_run["dir"]) / "checkpoints" / "tor_method.json").read_text())
+    assert recorded["method"] == name and f'"method": "{name}"' in preset_run["log"]
+    assert recorded["weight_target"] == ("loss" if name == "pgpo" else "advantages")
