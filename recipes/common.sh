@@ -288,6 +288,18 @@ forwarded_names() {
   if ((${#names[@]})); then echo "VERL_TOR_FORWARD_ENV=$(IFS=,; echo "${names[*]}")"; fi
 }
 
+# print_command WORD...: the command as a shell command, one word per line with ` \` continuations (an override
+# per line, as veRL's examples write them); `-m MODULE` stays on the interpreter's line.
+print_command() {
+  local word previous=""
+  printf '%q' "$1"
+  for word in "${@:2}"; do
+    if [[ $word == -m || $previous == -m ]]; then printf ' %q' "$word"; else printf ' \\\n  %q' "$word"; fi
+    previous=$word
+  done
+  printf '\n'
+}
+
 # launch RUN_DIR INFO_JSON COMMAND...: prints (DRY_RUN=1) or runs COMMAND with BASE_ENV, after recording
 # RUN_DIR/run.json (what verl_tor.eval.report labels the run with) and RUN_DIR/command.sh.
 launch() {
@@ -297,14 +309,12 @@ launch() {
   forward=$(forwarded_names)
   local command=(env "${BASE_ENV[@]}" ${forward:+"$forward"} "$@")
   if [[ $DRY_RUN == 1 ]]; then
-    printf '%q ' "${command[@]}"
-    printf '\n'
+    print_command "${command[@]}"
     return
   fi
   mkdir -p "$run_dir/metrics"
   printf '%s\n' "$info" >"$run_dir/run.json"
-  printf '%q ' "${command[@]}" >"$run_dir/command.sh"
-  printf '\n' >>"$run_dir/command.sh"
+  print_command "${command[@]}" >"$run_dir/command.sh"
   echo "run directory: $run_dir"
   "${command[@]}"
 }

@@ -97,7 +97,12 @@ def dry_run_commands(script: str, args: tuple[str, ...], tmp_path: Path, **env: 
     """The commands the script would run (DRY_RUN=1), each split into words."""
     result = run_script(script, args, tmp_path, DRY_RUN="1", **env)
     assert result.returncode == 0, result.stderr
-    return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+    return [shlex.split(command) for command in shell_commands(result.stdout)]
+
+
+def shell_commands(text: str) -> list[str]:
+    """The commands of a printed script, one per logical line (lines ending in `` \\`` continue)."""
+    return [command for command in re.sub(r" \\\n", " ", text).splitlines() if command.strip()]
 
 
 def main_ppo_command(words: list[str]) -> tuple[dict[str, str], str | None, str, list[str]]:
@@ -388,6 +393,36 @@ def test_secrets_reach_ray_by_name_never_by_value(tmp_path):
     assert forwarded_variables({**secrets, "OTHER": "x", **environment}) == secrets
     [words] = dry_run_commands("qwen2_5_vl_7b_geo3k_grpo.sh", (), tmp_path)
     assert "VERL_TOR_FORWARD_ENV" not in main_ppo_command(words)[0]
+
+
+def test_command_sh_is_the_command_that_ran_one_override_per_line(tmp_path):
+    """``command.sh`` (and the DRY_RUN=1 print) is a valid shell command with one override per line, and its words
+    are exactly the command the recipe ran: a stand-in interpreter records the arguments it was started with."""
+    argv_file = tmp_path / "argv"
+    interpreter = tmp_path / "python"
+    interpreter.write_text(
+        f'#!/bin/bash\nif [[ $1 == -c ]]; then exec {sys.executable} "$@"; fi\nprintf "%s\\0" "$@" > {argv_file}\n'
+    )
+    interpreter.chmod(0o755)
+    env = {"PYTHON": str(interpreter), "PREFLIGHT": "0", "WANDB_API_KEY": "x"}
+    ran = run_script("qwen2_5_vl_7b_geo3k_dapo_tor.sh", ("tor.perception_weight=0.75",), tmp_path, **env)
+    assert ran.returncode == 0, ran.stderr
+    text = (tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_dapo_tor" / "command.sh").read_text()
+    assert subprocess.run(["bash", "-n"], input=text, text=True, check=False).returncode == 0
+    # The words bash reads from it (its own parse, continuations included).
+    words = subprocess.run(
+        ["bash", "-c", "printf '%s\\0' " + text], capture_output=True, text=True, check=True
+    ).stdout.split("\0")[:-1]
+    start = words.index(str(interpreter))
+    assert words[:start] == ["env", "VERL_TOR_FORWARD_ENV=WANDB_API_KEY"]
+    assert words[start + 1 :] == argv_file.read_text().split("\0")[:-1]
+    lines = text.splitlines()
+    assert lines[2] == f"  {interpreter} -m verl.trainer.main_ppo \\" and lines[-1] == "  tor.perception_weight=0.75"
+    assert all(line.endswith(" \\") for line in lines[:-1]) and len(lines) == len(words) - 2
+    dry = run_script("qwen2_5_vl_7b_geo3k_dapo_tor.sh", ("tor.perception_weight=0.75",), tmp_path, DRY_RUN="1", **env)
+    assert [line for line in dry.stdout.splitlines() if "_FILE_LOGGER_PATH" not in line] == [
+        line for line in lines if "_FILE_LOGGER_PATH" not in line
+    ]
 
 
 def test_preflight_runs_first_and_can_be_skipped(tmp_path):
