@@ -78,7 +78,15 @@ def recipe_trainer_mode(script: str) -> str:
 SMOKE_RUN_TIMEOUT_S = 600
 CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_tor.config"}
 # Variables the recipes read from the caller's environment; the dry runs start without them.
-RECIPE_ENV = ("SMOKE", "DRY_RUN", "EXPERIMENT_NAME", "PREFLIGHT", "MAX_PROMPT_LENGTH", "FORWARD_ENV")
+RECIPE_ENV = (
+    "SMOKE",
+    "DRY_RUN",
+    "EXPERIMENT_NAME",
+    "PREFLIGHT",
+    "MAX_PROMPT_LENGTH",
+    "MAX_TOKEN_LEN_PER_GPU",
+    "FORWARD_ENV",
+)
 FORWARDED = ("WANDB_API_KEY", "HF_TOKEN", "HF_HOME")
 VERL_ROOT = Path(importlib.util.find_spec("verl").origin).parent
 
@@ -261,6 +269,64 @@ def test_recipe_config_is_valid_for_verl(script, args, smoke, recipe_config, tin
     # machinery) in the synchronous mode, its asynchronous one in the others.
     expected_buffer = ReplayBuffer if mode.removeprefix("tor_") == "sync" else ReplayBufferAsync
     assert type(trainer.replay_buffer) is expected_buffer
+
+
+def token_budgets(config: DictConfig) -> dict[str, int]:
+    """Every micro-batch token budget in the config (``*max_token_len_per_gpu``, wherever veRL declares one)."""
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                yield from walk(value, path)
+            elif key.endswith("max_token_len_per_gpu") and value is not None:
+                yield path, value
+
+    return dict(walk(OmegaConf.to_container(config, resolve=True), ""))
+
+
+def longest_sequence(config: DictConfig) -> int:
+    return config.data.max_prompt_length + config.data.max_response_length
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "smoke"),
+    RECIPE_CASES,
+    ids=[" ".join((s, *a, "smoke" if k else "gpu")) for s, a, k in RECIPE_CASES],
+)
+def test_token_budgets_hold_the_longest_sequence(script, args, smoke, recipe_config):
+    """veRL's sequence balancer asserts when one sequence (prompt + response) is longer than a micro-batch budget."""
+    config, _ = recipe_config(script, args, smoke)
+    budgets = token_budgets(config)
+    assert {
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+        "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu",
+    } <= set(budgets)
+    assert all(budget >= longest_sequence(config) for budget in budgets.values()), budgets
+
+
+def test_token_budget_follows_the_prompt_budget_and_refuses_a_smaller_one(tmp_path):
+    def config(script, **env):
+        [words] = dry_run_commands(script, (), tmp_path, **env)
+        _, config_path, config_name, overrides = main_ppo_command(words)
+        return apply_overrides(config_path, config_name, overrides)
+
+    raised = config("qwen3_vl_30b_a3b_geo3k_dapo_tor.sh", MAX_PROMPT_LENGTH="16384")
+    actor = {key: value for key, value in token_budgets(raised).items() if key.startswith("actor_rollout_ref.")}
+    assert set(actor.values()) == {16384 + 2048} and len(actor) == 3
+    chosen = config("qwen2_5_vl_7b_virl39k_dapo_tor.sh", MAX_TOKEN_LEN_PER_GPU="12288")
+    assert token_budgets(chosen)["actor_rollout_ref.actor.ppo_max_token_len_per_gpu"] == 12288
+    refused = run_script("qwen2_5_vl_7b_virl39k_dapo_tor.sh", (), tmp_path, DRY_RUN="1", MAX_TOKEN_LEN_PER_GPU="8192")
+    assert refused.returncode == 2 and "MAX_TOKEN_LEN_PER_GPU=8192" in refused.stderr and "10240" in refused.stderr
+
+
+def test_readme_token_budget_advice_fits_every_recipe(recipe_config):
+    """Every budget the README advises is at least the longest sequence any recipe allows."""
+    text = (RECIPES / "README.md").read_text()
+    advised = [int(value.replace(",", "")) for value in re.findall(r"max_token_len_per_gpu=([\d,]+)", text, re.I)]
+    longest = max(longest_sequence(recipe_config(s, a, False)[0]) for s, a in INVOCATIONS)
+    assert advised and longest == 8192 + 2048
+    assert all(value >= longest for value in advised), advised
 
 
 def test_gpu_only_recipes_refuse_smoke_runs(tmp_path):
