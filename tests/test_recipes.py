@@ -579,6 +579,28 @@ def test_the_use_check_sees_verls_reads():
     assert "freeze_vision_tower" not in reads
 
 
+def test_rows_of_verls_geo3k_example_grade_like_ours():
+    """recipes/README.md: a parquet from veRL's examples/data_preprocess/geo3k.py (data_source hiyouga/geometry3k,
+    extra_info without an answer type) is graded by our reward as our geo3k rows are; veRL's stock scorer, which
+    picks by data_source, does not know our names."""
+    from verl.utils.reward_score import default_compute_score
+
+    from verl_tor.eval.rewards import compute_score
+
+    gold = "3\\sqrt{3}"
+    verl_row = {"split": "test", "index": 0, "answer": gold, "question": "<image>Find x."}
+    ours = {"answer_type": "free_form"}
+    for response, accuracy in [
+        ("<think>27 = x^2</think> \\boxed{\\sqrt{27}}", 1.0),
+        ("<think>guess</think> \\boxed{5}", 0.0),
+        ("\\boxed{3\\sqrt{3}}", 1.0),
+    ]:
+        score = compute_score("hiyouga/geometry3k", response, gold, verl_row)
+        assert score == compute_score("geo3k", response, gold, ours) and score["acc"] == accuracy, response
+    with pytest.raises(NotImplementedError):
+        default_compute_score("geo3k", "\\boxed{5}", gold)
+
+
 # ------------------------------------------------------------------------------------- what vLLM is sized for
 
 
