@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_ROOT ?= $(HOME)/data/verl_tor
 PYTEST_ARGS ?=
 
-.PHONY: install test test-verl lint demo smoke study smoke-recipes install-gpu preflight check-gpu-install
+.PHONY: install test test-verl lint demo smoke study smoke-recipes install-gpu preflight check-gpu-install gpu-smoke
 
 install: $(STAMP)
 
@@ -93,6 +93,13 @@ install-gpu:
 PREFLIGHT_PYTHON ?= $(GPU_VENV)/bin/python
 preflight:
 	$(PREFLIGHT_PYTHON) -m verl_tor.launch.preflight --gpus $(N_GPUS_PER_NODE) --output-dir $(OUTPUT_DIR)
+
+# One GPU, ≈ 15 min (estimated; not yet run on a GPU by us): the 3B GRPO + ToR recipe's path (vLLM, flash-attn,
+# FSDP2) for 5 steps on a slice of Geometry3K (make data-geo3k), then its tor/* metrics, step time and peak memory
+# (recipes/gpu_smoke.sh). MODEL_PATH=<folder> for a local model. Runs with the GPU venv's python when there is one.
+GPU_SMOKE_PYTHON ?= $(if $(wildcard $(GPU_VENV)/bin/python),$(abspath $(GPU_VENV)/bin/python),python)
+gpu-smoke:
+	PYTHON=$(GPU_SMOKE_PYTHON) DATA_ROOT=$(DATA_ROOT) OUTPUT_DIR=$(OUTPUT_DIR) bash recipes/gpu_smoke.sh
 
 # CI, after `make test` (needs the package index, never run by `make test`): the GPU install sequence resolves, in
 # a throwaway venv under /tmp, with flash-attn's CUDA build skipped (FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE: its

@@ -343,7 +343,7 @@ launch() {
 
 # run_recipe TRAINER NAME LABEL MODEL TRAIN_SET [OVERRIDE...]
 #   TRAINER   ppo: veRL's stock ppo_trainer and sync trainer (baselines); tor: verl_tor's tor_trainer (tor_sync)
-#   NAME      experiment name (EXPERIMENT_NAME overrides it); the run goes to OUTPUT_DIR/NAME
+#   NAME      experiment name (EXPERIMENT_NAME overrides it); the run goes to RUN_DIR=OUTPUT_DIR/NAME
 #   LABEL     the method as the paper's tables name it, e.g. "DAPO + ToR"
 #   MODEL     the paper's model for this run (MODEL_PATH overrides it: a local copy, say)
 #   TRAIN_SET data_prep name of the training set under DATA_ROOT (geo3k, virl39k)
@@ -355,7 +355,8 @@ run_recipe() {
   if [[ $trainer == tor ]]; then config=(--config-path=pkg://verl_tor.config --config-name=tor_trainer); fi
   name="${EXPERIMENT_NAME:-$name}"
   if [[ $SMOKE == 1 && -z ${EXPERIMENT_NAME:-} ]]; then name="${name}_smoke"; fi
-  local run_dir="$OUTPUT_DIR/$name"
+  RUN_DIR="$OUTPUT_DIR/$name"
+  local run_dir=$RUN_DIR
   local train_file="$DATA_ROOT/$train_set/train.parquet" val_file="$DATA_ROOT/geo3k/test.parquet"
   if [[ $SMOKE == 1 ]]; then
     preflight

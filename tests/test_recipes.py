@@ -35,8 +35,9 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 SWEEP = "qwen2_5_vl_7b_geo3k_grpo_tor_gamma_p.sh"
+GPU_SMOKE = "gpu_smoke.sh"
 TRAINING_RECIPES = sorted(
-    path.name for path in RECIPES.glob("*.sh") if path.name not in ("common.sh", "eval.sh", SWEEP)
+    path.name for path in RECIPES.glob("*.sh") if path.name not in ("common.sh", "eval.sh", SWEEP, GPU_SMOKE)
 )
 GAMMA_P_SWEEP = ("0.1", "0.25", "0.5", "1.0", "1.5")
 # (script, arguments) of every run the recipes can launch; "{checkpoint}" is a recipe's checkpoint folder.
@@ -45,9 +46,10 @@ INVOCATIONS = (
     + [(SWEEP, (value,)) for value in GAMMA_P_SWEEP]
     + [("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",)), ("eval.sh", ("Qwen/Qwen3-VL-8B-Instruct",))]
     + [("eval.sh", ("{checkpoint}",))]
+    + [(GPU_SMOKE, ())]
 )
 # Recipes whose trainer mode cannot run on a CPU (separate_async syncs weights over NCCL): no SMOKE=1 command.
-GPU_ONLY = {name for name in TRAINING_RECIPES if "_separate_async" in name}
+GPU_ONLY = {name for name in TRAINING_RECIPES if "_separate_async" in name} | {GPU_SMOKE}
 SMOKE_INVOCATIONS = [(script, args) for script, args in INVOCATIONS if script not in GPU_ONLY]
 # What each recipe trains, by its name: the model-table row of its prefix, the trainer mode of its suffix.
 RECIPE_MODELS = {
@@ -57,6 +59,7 @@ RECIPE_MODELS = {
     "qwen3_vl_4b_": ("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl"),
     "qwen3_vl_30b_a3b_": ("Qwen/Qwen3-VL-30B-A3B-Instruct", "qwen3_vl_moe"),
     "qwen3_5_9b_": ("Qwen/Qwen3.5-9B", "qwen3_5"),
+    "gpu_smoke": ("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl"),
 }
 # The paper's 262,144-4,194,304 pixels are 334.4-5,349.9 visual tokens of 28 x 28 pixels (Qwen2.5-VL); the Qwen3
 # families' tokens cover 32 x 32 pixels, so the same token counts are 342,392-5,478,274 pixels.
@@ -70,7 +73,7 @@ def recipe_model(script: str) -> tuple[str, str]:
 
 
 def recipe_trainer_mode(script: str) -> str:
-    uses_tor = "_tor" in script or "_only" in script
+    uses_tor = "_tor" in script or "_only" in script or script == GPU_SMOKE
     mode = next((mode for mode in ("colocate_async", "separate_async") if script.endswith(f"_{mode}.sh")), "sync")
     return f"tor_{mode}" if uses_tor else mode
 
@@ -666,6 +669,85 @@ def test_eval_both_modes_and_checkpoint_merge(tmp_path, checkpoint_dir):
     assert len(runs) == 2
     assert run_script("eval.sh", (), tmp_path, DRY_RUN="1").returncode != 0
     assert run_script("eval.sh", ("m",), tmp_path, DRY_RUN="1", EVAL_MODE="best").returncode != 0
+
+
+# -------------------------------------------------------------------------------------------- one-GPU smoke
+
+
+def _leaves(config: DictConfig) -> dict[str, object]:
+    def walk(node, prefix):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            yield from walk(value, path) if isinstance(value, dict) else [(path, value)]
+
+    return dict(walk(OmegaConf.to_container(config, resolve=True), ""))
+
+
+def test_gpu_smoke_is_the_3b_grpo_tor_recipe_on_one_gpu(recipe_config):
+    """``make gpu-smoke`` runs the 3B GRPO + ToR recipe's command with only sizes, steps, validation, checkpoints,
+    GPU count and the CPU offload policy changed (veRL's own checks of it: test_recipe_config_is_valid_for_verl)."""
+    smoke, recipe = (
+        _leaves(recipe_config(script, (), False)[0]) for script in (GPU_SMOKE, "qwen2_5_vl_3b_geo3k_grpo_tor.sh")
+    )
+    changed = {key for key in smoke.keys() | recipe.keys() if smoke.get(key) != recipe.get(key)}
+    env = "ray_kwargs.ray_init.runtime_env.env_vars."
+    assert changed == {
+        "data.train_batch_size",
+        "actor_rollout_ref.rollout.n",
+        "actor_rollout_ref.actor.ppo_mini_batch_size",
+        "data.train_max_samples",
+        "data.val_max_samples",
+        "trainer.total_training_steps",
+        "trainer.val_before_train",
+        "trainer.save_freq",
+        "actor_rollout_ref.actor.fsdp_config.offload_policy",
+        "trainer.n_gpus_per_node",
+        "actor_rollout_ref.rollout.n_gpus_per_node",
+        # veRL's interpolations of the above.
+        "actor_rollout_ref.actor.rollout_n",
+        "actor_rollout_ref.ref.rollout_n",
+        "critic.rollout_n",
+        "critic.ppo_mini_batch_size",
+        "actor_rollout_ref.rollout.trace.experiment_name",
+        # Where the run writes (its name).
+        "trainer.experiment_name",
+        "trainer.default_local_dir",
+        env + "VERL_FILE_LOGGER_PATH",
+        env + "VERL_TOR_RUN_JSON",
+    }, changed
+    assert smoke["trainer.n_gpus_per_node"] == 1 and smoke["trainer.total_training_steps"] == 5
+    assert smoke["actor_rollout_ref.rollout.name"] == "vllm" and smoke["actor_rollout_ref.model.use_remove_padding"]
+    assert smoke["actor_rollout_ref.model.override_config.attn_implementation"] == "flash_attention_2"
+    assert smoke["trainer.test_freq"] == 5 and smoke["tor.enable"]
+
+
+def _write_metrics(run_dir: Path, steps: dict[int, dict[str, float]]) -> None:
+    (run_dir / "metrics").mkdir(parents=True)
+    lines = [json.dumps({"step": step, "data": data}) for step, data in steps.items()]
+    (run_dir / "metrics" / "20260101T000000Z.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_smoke_summary_reports_steps_memory_and_tor(tmp_path, capsys):
+    from verl_tor.launch.smoke_summary import main
+
+    tor = {"tor/reasoning_fraction": 0.3, "tor/perception_fraction": 0.25, "tor/overlap_fraction": 0.1}
+    steps = {
+        1: {"timing_s/step": 100.0, "actor/perf/max_memory_allocated_gb": 20.0, **tor},
+        2: {"timing_s/step": 40.0, "actor/perf/max_memory_allocated_gb": 31.5, **tor},
+        3: {"timing_s/step": 60.0, "actor/perf/max_memory_allocated_gb": 25.0, **tor, "tor/mean_weight": 0.4}
+        | {"val-core/geo3k/acc/mean@1": 0.375},
+    }
+    _write_metrics(tmp_path / "run", steps)
+    assert main([str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "mean step time after the first step: 50.0 s over 2 steps" in out
+    assert "peak max_memory_allocated_gb over the run: 31.5" in out and "tor/mean_weight = 0.4" in out
+    assert "validation step 3: geo3k acc mean@1 = 0.375" in out
+    # A run without ToR's metrics, or without a training step, is a failed smoke.
+    _write_metrics(tmp_path / "plain", {1: {"timing_s/step": 1.0}})
+    assert main([str(tmp_path / "plain")]) == 1 and "no tor/* metric at step 1" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1 and "no training step" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------- end to end
