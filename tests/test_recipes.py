@@ -333,9 +333,27 @@ def test_readme_token_budget_advice_fits_every_recipe(recipe_config):
 
 
 def test_gpu_only_recipes_refuse_smoke_runs(tmp_path):
-    for script in GPU_ONLY:
+    """They exit 2 saying why (no CPU checkpoint engine in veRL; the GPU smoke is a GPU check), and that reason holds
+    for the installed veRL: its separate_async trainer refuses the in-process engine."""
+    from verl.checkpoint_engine import CheckpointEngineRegistry
+    from verl.trainer.ppo.v1.trainer_separate_async import PPOTrainerSeparateAsync
+
+    reasons = {GPU_SMOKE: "the CPU smoke is SMOKE=1"} | {
+        script: "needs GPUs (nccl; it refuses the in-process 'naive' one)" for script in GPU_ONLY - {GPU_SMOKE}
+    }
+    for script, reason in reasons.items():
         refused = run_script(script, (), tmp_path, SMOKE="1", DRY_RUN="1")
-        assert refused.returncode == 2 and "NCCL" in refused.stderr, script
+        assert refused.returncode == 2 and reason in " ".join(refused.stderr.split()), (script, refused.stderr)
+    config = compose_config(None, "ppo_trainer", ["actor_rollout_ref.rollout.checkpoint_engine.backend=naive"])
+    config.trainer.v1.separate_async.parameter_sync_step = config.data.train_batch_size // 256
+    config.actor_rollout_ref.actor.ppo_mini_batch_size = 256
+    config.actor_rollout_ref.rollout.nnodes = config.actor_rollout_ref.rollout.n_gpus_per_node = 1
+    with pytest.raises(AssertionError, match="nccl/nixl/mooncake"):
+        PPOTrainerSeparateAsync(config)
+    # The engines veRL 0.9.1 ships besides `naive` (one module each): none for a CPU.
+    shipped = {path.stem for path in (VERL_ROOT / "checkpoint_engine").glob("*_checkpoint_engine.py")}
+    assert shipped == {f"{name}_checkpoint_engine" for name in ("nccl", "delta", "hccl", "nixl", "mooncake", "kimi")}
+    assert "naive" in CheckpointEngineRegistry._registry
 
 
 def _algorithm_settings(config: DictConfig) -> dict:
