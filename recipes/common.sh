@@ -16,6 +16,7 @@
 #   DRY_RUN=1  print the command (with its environment) instead of running it
 #   PREFLIGHT=0  skip python -m verl_tor.launch.preflight (driver, GPUs, vLLM, flash-attn, data, disk), run first
 #   MAX_PROMPT_LENGTH  prompt budget in tokens, images included (default: the recipe's, 2048; ViRL39K 8192)
+#   MAX_TOKEN_LEN_PER_GPU  tokens per micro-batch and GPU (default: the recipe's, 16384; at least prompt + response)
 #   ROLLOUT_NNODES PARAMETER_SYNC_STEP  the separate_async recipes' rollout nodes (2) and local updates per step (4)
 #   FORWARD_ENV  names of variables forwarded to every Ray process (default: WANDB_API_KEY HF_TOKEN HF_HOME)
 #   PYTHON     the interpreter (default: python)
@@ -38,7 +39,8 @@ OUTPUT_DIR=$(realpath -m "${OUTPUT_DIR:-$HOME/verl_tor_runs}")
 
 # The models the recipes train, one row each: MODEL_FAMILY (verl_tor.testing.tiny_model --family: what SMOKE=1
 # swaps in, and the image patch size), parameters in billions (the preflight's disk estimate: a checkpoint with
-# optimizer state is 12 bytes each), GPUs per vLLM engine.
+# optimizer state is 12 bytes each), GPUs per vLLM engine, and the GPUs its recipes' memory settings were sized for
+# (recipes/README.md, "Memory"; recorded in run.json).
 QWEN25_VL_7B=Qwen/Qwen2.5-VL-7B-Instruct
 QWEN25_VL_3B=Qwen/Qwen2.5-VL-3B-Instruct
 QWEN3_VL_8B=Qwen/Qwen3-VL-8B-Instruct
@@ -54,6 +56,12 @@ declare -A PARAMS_B=(
   ["$QWEN25_VL_7B"]=8.29 ["$QWEN25_VL_3B"]=3.75
   ["$QWEN3_VL_8B"]=8.77 ["$QWEN3_VL_4B"]=4.44 ["$QWEN3_VL_30B_A3B"]=31.07
   ["$QWEN35_9B"]=9.65
+)
+declare -A SIZED_FOR=(
+  ["$QWEN25_VL_7B"]="8 x 80 GB" ["$QWEN25_VL_3B"]="8 x 80 GB"
+  ["$QWEN3_VL_8B"]="8 x 80 GB" ["$QWEN3_VL_4B"]="8 x 80 GB"
+  ["$QWEN3_VL_30B_A3B"]="8 x 80 GB, FSDP2 CPU offload policy, >= 0.6 TB host memory"
+  ["$QWEN35_9B"]="8 x 80 GB"
 )
 declare -A ROLLOUT_TP=(
   ["$QWEN25_VL_7B"]=2 ["$QWEN25_VL_3B"]=1
@@ -73,6 +81,11 @@ PAPER_MAX_PIXELS=4194304
 # derived from it.
 PROMPT_LENGTH=2048
 RESPONSE_LENGTH=2048
+# Tokens per GPU in one micro-batch (use_dynamic_bsz) of the update and of every log-prob pass (old policy,
+# reference, ToR's image-removed): a recipe may set TOKEN_BUDGET after sourcing this file, MAX_TOKEN_LEN_PER_GPU
+# overrides it. veRL's sequence balancer asserts when one sequence is longer than the budget, so a recipe's budget is
+# raised to its longest sequence (prompt + response budget) and a smaller MAX_TOKEN_LEN_PER_GPU stops the script.
+TOKEN_BUDGET=16384
 # Images per prompt that vLLM accepts and sizes its memory for (every converted dataset has one per row; the
 # preflight checks the data files against it), and the pixel range every image is resized into.
 IMAGES_PER_PROMPT=1
@@ -172,6 +185,15 @@ base_gpu() {
   local pixels_per_token=${PIXELS_PER_TOKEN[${MODEL_FAMILY[$model]}]}
   local min_pixels=$((PAPER_MIN_PIXELS * pixels_per_token / 784))
   local max_pixels=$((PAPER_MAX_PIXELS * pixels_per_token / 784))
+  local longest=$((prompt_length + RESPONSE_LENGTH)) token_budget=${MAX_TOKEN_LEN_PER_GPU:-$TOKEN_BUDGET}
+  if ((token_budget < longest)); then
+    if [[ -n ${MAX_TOKEN_LEN_PER_GPU:-} ]]; then
+      echo "MAX_TOKEN_LEN_PER_GPU=$token_budget is below this run's longest sequence, $longest tokens (prompt" \
+        "$prompt_length + response $RESPONSE_LENGTH): veRL's sequence balancer would stop; set it to >= $longest" >&2
+      exit 2
+    fi
+    token_budget=$longest
+  fi
   BASE=(
     actor_rollout_ref.model.path="$2"
     data.train_files="$3"
@@ -203,9 +225,9 @@ base_gpu() {
     +actor_rollout_ref.model.override_config.attn_implementation=flash_attention_2
     actor_rollout_ref.actor.entropy_from_logits_with_chunking=true
     actor_rollout_ref.actor.use_dynamic_bsz=true
-    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=16384
-    actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=16384
-    actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=16384
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu="$token_budget"
+    actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu="$token_budget"
+    actor_rollout_ref.ref.log_prob_max_token_len_per_gpu="$token_budget"
     actor_rollout_ref.actor.fsdp_config.param_offload=false
     actor_rollout_ref.actor.fsdp_config.optimizer_offload=false
     # Rollout: vLLM, one engine per ROLLOUT_TP GPUs, 60 % of the memory while generating (freed for training).
@@ -291,6 +313,18 @@ forwarded_names() {
   if ((${#names[@]})); then echo "VERL_TOR_FORWARD_ENV=$(IFS=,; echo "${names[*]}")"; fi
 }
 
+# print_command WORD...: the command as a shell command, one word per line with ` \` continuations (an override
+# per line, as veRL's examples write them); `-m MODULE` stays on the interpreter's line.
+print_command() {
+  local word previous=""
+  printf '%q' "$1"
+  for word in "${@:2}"; do
+    if [[ $word == -m || $previous == -m ]]; then printf ' %q' "$word"; else printf ' \\\n  %q' "$word"; fi
+    previous=$word
+  done
+  printf '\n'
+}
+
 # launch RUN_DIR INFO_JSON COMMAND...: prints (DRY_RUN=1) or runs COMMAND with BASE_ENV, after recording
 # RUN_DIR/run.json (what verl_tor.eval.report labels the run with) and RUN_DIR/command.sh.
 launch() {
@@ -300,21 +334,19 @@ launch() {
   forward=$(forwarded_names)
   local command=(env "${BASE_ENV[@]}" ${forward:+"$forward"} "$@")
   if [[ $DRY_RUN == 1 ]]; then
-    printf '%q ' "${command[@]}"
-    printf '\n'
+    print_command "${command[@]}"
     return
   fi
   mkdir -p "$run_dir/metrics"
   printf '%s\n' "$info" >"$run_dir/run.json"
-  printf '%q ' "${command[@]}" >"$run_dir/command.sh"
-  printf '\n' >>"$run_dir/command.sh"
+  print_command "${command[@]}" >"$run_dir/command.sh"
   echo "run directory: $run_dir"
   "${command[@]}"
 }
 
 # run_recipe TRAINER NAME LABEL MODEL TRAIN_SET [OVERRIDE...]
 #   TRAINER   ppo: veRL's stock ppo_trainer and sync trainer (baselines); tor: verl_tor's tor_trainer (tor_sync)
-#   NAME      experiment name (EXPERIMENT_NAME overrides it); the run goes to OUTPUT_DIR/NAME
+#   NAME      experiment name (EXPERIMENT_NAME overrides it); the run goes to RUN_DIR=OUTPUT_DIR/NAME
 #   LABEL     the method as the paper's tables name it, e.g. "DAPO + ToR"
 #   MODEL     the paper's model for this run (MODEL_PATH overrides it: a local copy, say)
 #   TRAIN_SET data_prep name of the training set under DATA_ROOT (geo3k, virl39k)
@@ -326,7 +358,8 @@ run_recipe() {
   if [[ $trainer == tor ]]; then config=(--config-path=pkg://verl_tor.config --config-name=tor_trainer); fi
   name="${EXPERIMENT_NAME:-$name}"
   if [[ $SMOKE == 1 && -z ${EXPERIMENT_NAME:-} ]]; then name="${name}_smoke"; fi
-  local run_dir="$OUTPUT_DIR/$name"
+  RUN_DIR="$OUTPUT_DIR/$name"
+  local run_dir=$RUN_DIR
   local train_file="$DATA_ROOT/$train_set/train.parquet" val_file="$DATA_ROOT/geo3k/test.parquet"
   if [[ $SMOKE == 1 ]]; then
     preflight
@@ -340,7 +373,7 @@ run_recipe() {
   run_overrides "$run_dir" "$name"
   local info
   info=$(run_info kind train experiment "$name" label "$label" recipe_model "$model" train_set "$train_set" \
-    smoke "$SMOKE")
+    smoke "$SMOKE" sized_for "${SIZED_FOR[$model]}")
   launch "$run_dir" "$info" "$PYTHON" -m verl.trainer.main_ppo "${config[@]}" \
     "${BASE[@]}" "${RUN[@]}" "${PAPER[@]}" "$@"
 }

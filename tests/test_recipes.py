@@ -35,8 +35,9 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 SWEEP = "qwen2_5_vl_7b_geo3k_grpo_tor_gamma_p.sh"
+GPU_SMOKE = "gpu_smoke.sh"
 TRAINING_RECIPES = sorted(
-    path.name for path in RECIPES.glob("*.sh") if path.name not in ("common.sh", "eval.sh", SWEEP)
+    path.name for path in RECIPES.glob("*.sh") if path.name not in ("common.sh", "eval.sh", SWEEP, GPU_SMOKE)
 )
 GAMMA_P_SWEEP = ("0.1", "0.25", "0.5", "1.0", "1.5")
 # (script, arguments) of every run the recipes can launch; "{checkpoint}" is a recipe's checkpoint folder.
@@ -45,9 +46,10 @@ INVOCATIONS = (
     + [(SWEEP, (value,)) for value in GAMMA_P_SWEEP]
     + [("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",)), ("eval.sh", ("Qwen/Qwen3-VL-8B-Instruct",))]
     + [("eval.sh", ("{checkpoint}",))]
+    + [(GPU_SMOKE, ())]
 )
 # Recipes whose trainer mode cannot run on a CPU (separate_async syncs weights over NCCL): no SMOKE=1 command.
-GPU_ONLY = {name for name in TRAINING_RECIPES if "_separate_async" in name}
+GPU_ONLY = {name for name in TRAINING_RECIPES if "_separate_async" in name} | {GPU_SMOKE}
 SMOKE_INVOCATIONS = [(script, args) for script, args in INVOCATIONS if script not in GPU_ONLY]
 # What each recipe trains, by its name: the model-table row of its prefix, the trainer mode of its suffix.
 RECIPE_MODELS = {
@@ -57,6 +59,7 @@ RECIPE_MODELS = {
     "qwen3_vl_4b_": ("Qwen/Qwen3-VL-4B-Instruct", "qwen3_vl"),
     "qwen3_vl_30b_a3b_": ("Qwen/Qwen3-VL-30B-A3B-Instruct", "qwen3_vl_moe"),
     "qwen3_5_9b_": ("Qwen/Qwen3.5-9B", "qwen3_5"),
+    "gpu_smoke": ("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl"),
 }
 # The paper's 262,144-4,194,304 pixels are 334.4-5,349.9 visual tokens of 28 x 28 pixels (Qwen2.5-VL); the Qwen3
 # families' tokens cover 32 x 32 pixels, so the same token counts are 342,392-5,478,274 pixels.
@@ -70,7 +73,7 @@ def recipe_model(script: str) -> tuple[str, str]:
 
 
 def recipe_trainer_mode(script: str) -> str:
-    uses_tor = "_tor" in script or "_only" in script
+    uses_tor = "_tor" in script or "_only" in script or script == GPU_SMOKE
     mode = next((mode for mode in ("colocate_async", "separate_async") if script.endswith(f"_{mode}.sh")), "sync")
     return f"tor_{mode}" if uses_tor else mode
 
@@ -78,7 +81,15 @@ def recipe_trainer_mode(script: str) -> str:
 SMOKE_RUN_TIMEOUT_S = 600
 CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_tor.config"}
 # Variables the recipes read from the caller's environment; the dry runs start without them.
-RECIPE_ENV = ("SMOKE", "DRY_RUN", "EXPERIMENT_NAME", "PREFLIGHT", "MAX_PROMPT_LENGTH", "FORWARD_ENV")
+RECIPE_ENV = (
+    "SMOKE",
+    "DRY_RUN",
+    "EXPERIMENT_NAME",
+    "PREFLIGHT",
+    "MAX_PROMPT_LENGTH",
+    "MAX_TOKEN_LEN_PER_GPU",
+    "FORWARD_ENV",
+)
 FORWARDED = ("WANDB_API_KEY", "HF_TOKEN", "HF_HOME")
 VERL_ROOT = Path(importlib.util.find_spec("verl").origin).parent
 
@@ -97,7 +108,12 @@ def dry_run_commands(script: str, args: tuple[str, ...], tmp_path: Path, **env: 
     """The commands the script would run (DRY_RUN=1), each split into words."""
     result = run_script(script, args, tmp_path, DRY_RUN="1", **env)
     assert result.returncode == 0, result.stderr
-    return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+    return [shlex.split(command) for command in shell_commands(result.stdout)]
+
+
+def shell_commands(text: str) -> list[str]:
+    """The commands of a printed script, one per logical line (lines ending in `` \\`` continue)."""
+    return [command for command in re.sub(r" \\\n", " ", text).splitlines() if command.strip()]
 
 
 def main_ppo_command(words: list[str]) -> tuple[dict[str, str], str | None, str, list[str]]:
@@ -258,10 +274,86 @@ def test_recipe_config_is_valid_for_verl(script, args, smoke, recipe_config, tin
     assert type(trainer.replay_buffer) is expected_buffer
 
 
+def token_budgets(config: DictConfig) -> dict[str, int]:
+    """Every micro-batch token budget in the config (``*max_token_len_per_gpu``, wherever veRL declares one)."""
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                yield from walk(value, path)
+            elif key.endswith("max_token_len_per_gpu") and value is not None:
+                yield path, value
+
+    return dict(walk(OmegaConf.to_container(config, resolve=True), ""))
+
+
+def longest_sequence(config: DictConfig) -> int:
+    return config.data.max_prompt_length + config.data.max_response_length
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "smoke"),
+    RECIPE_CASES,
+    ids=[" ".join((s, *a, "smoke" if k else "gpu")) for s, a, k in RECIPE_CASES],
+)
+def test_token_budgets_hold_the_longest_sequence(script, args, smoke, recipe_config):
+    """veRL's sequence balancer asserts when one sequence (prompt + response) is longer than a micro-batch budget."""
+    config, _ = recipe_config(script, args, smoke)
+    budgets = token_budgets(config)
+    assert {
+        "actor_rollout_ref.actor.ppo_max_token_len_per_gpu",
+        "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu",
+    } <= set(budgets)
+    assert all(budget >= longest_sequence(config) for budget in budgets.values()), budgets
+
+
+def test_token_budget_follows_the_prompt_budget_and_refuses_a_smaller_one(tmp_path):
+    def config(script, **env):
+        [words] = dry_run_commands(script, (), tmp_path, **env)
+        _, config_path, config_name, overrides = main_ppo_command(words)
+        return apply_overrides(config_path, config_name, overrides)
+
+    raised = config("qwen3_vl_30b_a3b_geo3k_dapo_tor.sh", MAX_PROMPT_LENGTH="16384")
+    actor = {key: value for key, value in token_budgets(raised).items() if key.startswith("actor_rollout_ref.")}
+    assert set(actor.values()) == {16384 + 2048} and len(actor) == 3
+    chosen = config("qwen2_5_vl_7b_virl39k_dapo_tor.sh", MAX_TOKEN_LEN_PER_GPU="12288")
+    assert token_budgets(chosen)["actor_rollout_ref.actor.ppo_max_token_len_per_gpu"] == 12288
+    refused = run_script("qwen2_5_vl_7b_virl39k_dapo_tor.sh", (), tmp_path, DRY_RUN="1", MAX_TOKEN_LEN_PER_GPU="8192")
+    assert refused.returncode == 2 and "MAX_TOKEN_LEN_PER_GPU=8192" in refused.stderr and "10240" in refused.stderr
+
+
+def test_readme_token_budget_advice_fits_every_recipe(recipe_config):
+    """Every budget the README advises is at least the longest sequence any recipe allows."""
+    text = (RECIPES / "README.md").read_text()
+    advised = [int(value.replace(",", "")) for value in re.findall(r"max_token_len_per_gpu=([\d,]+)", text, re.I)]
+    longest = max(longest_sequence(recipe_config(s, a, False)[0]) for s, a in INVOCATIONS)
+    assert advised and longest == 8192 + 2048
+    assert all(value >= longest for value in advised), advised
+
+
 def test_gpu_only_recipes_refuse_smoke_runs(tmp_path):
-    for script in GPU_ONLY:
+    """They exit 2 saying why (no CPU checkpoint engine in veRL; the GPU smoke is a GPU check), and that reason holds
+    for the installed veRL: its separate_async trainer refuses the in-process engine."""
+    from verl.checkpoint_engine import CheckpointEngineRegistry
+    from verl.trainer.ppo.v1.trainer_separate_async import PPOTrainerSeparateAsync
+
+    reasons = {GPU_SMOKE: "the CPU smoke is SMOKE=1"} | {
+        script: "needs GPUs (nccl; it refuses the in-process 'naive' one)" for script in GPU_ONLY - {GPU_SMOKE}
+    }
+    for script, reason in reasons.items():
         refused = run_script(script, (), tmp_path, SMOKE="1", DRY_RUN="1")
-        assert refused.returncode == 2 and "NCCL" in refused.stderr, script
+        assert refused.returncode == 2 and reason in " ".join(refused.stderr.split()), (script, refused.stderr)
+    config = compose_config(None, "ppo_trainer", ["actor_rollout_ref.rollout.checkpoint_engine.backend=naive"])
+    config.trainer.v1.separate_async.parameter_sync_step = config.data.train_batch_size // 256
+    config.actor_rollout_ref.actor.ppo_mini_batch_size = 256
+    config.actor_rollout_ref.rollout.nnodes = config.actor_rollout_ref.rollout.n_gpus_per_node = 1
+    with pytest.raises(AssertionError, match="nccl/nixl/mooncake"):
+        PPOTrainerSeparateAsync(config)
+    # The engines veRL 0.9.1 ships besides `naive` (one module each): none for a CPU.
+    shipped = {path.stem for path in (VERL_ROOT / "checkpoint_engine").glob("*_checkpoint_engine.py")}
+    assert shipped == {f"{name}_checkpoint_engine" for name in ("nccl", "delta", "hccl", "nixl", "mooncake", "kimi")}
+    assert "naive" in CheckpointEngineRegistry._registry
 
 
 def _algorithm_settings(config: DictConfig) -> dict:
@@ -390,6 +482,36 @@ def test_secrets_reach_ray_by_name_never_by_value(tmp_path):
     assert "VERL_TOR_FORWARD_ENV" not in main_ppo_command(words)[0]
 
 
+def test_command_sh_is_the_command_that_ran_one_override_per_line(tmp_path):
+    """``command.sh`` (and the DRY_RUN=1 print) is a valid shell command with one override per line, and its words
+    are exactly the command the recipe ran: a stand-in interpreter records the arguments it was started with."""
+    argv_file = tmp_path / "argv"
+    interpreter = tmp_path / "python"
+    interpreter.write_text(
+        f'#!/bin/bash\nif [[ $1 == -c ]]; then exec {sys.executable} "$@"; fi\nprintf "%s\\0" "$@" > {argv_file}\n'
+    )
+    interpreter.chmod(0o755)
+    env = {"PYTHON": str(interpreter), "PREFLIGHT": "0", "WANDB_API_KEY": "x"}
+    ran = run_script("qwen2_5_vl_7b_geo3k_dapo_tor.sh", ("tor.perception_weight=0.75",), tmp_path, **env)
+    assert ran.returncode == 0, ran.stderr
+    text = (tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_dapo_tor" / "command.sh").read_text()
+    assert subprocess.run(["bash", "-n"], input=text, text=True, check=False).returncode == 0
+    # The words bash reads from it (its own parse, continuations included).
+    words = subprocess.run(
+        ["bash", "-c", "printf '%s\\0' " + text], capture_output=True, text=True, check=True
+    ).stdout.split("\0")[:-1]
+    start = words.index(str(interpreter))
+    assert words[:start] == ["env", "VERL_TOR_FORWARD_ENV=WANDB_API_KEY"]
+    assert words[start + 1 :] == argv_file.read_text().split("\0")[:-1]
+    lines = text.splitlines()
+    assert lines[2] == f"  {interpreter} -m verl.trainer.main_ppo \\" and lines[-1] == "  tor.perception_weight=0.75"
+    assert all(line.endswith(" \\") for line in lines[:-1]) and len(lines) == len(words) - 2
+    dry = run_script("qwen2_5_vl_7b_geo3k_dapo_tor.sh", ("tor.perception_weight=0.75",), tmp_path, DRY_RUN="1", **env)
+    assert [line for line in dry.stdout.splitlines() if "_FILE_LOGGER_PATH" not in line] == [
+        line for line in lines if "_FILE_LOGGER_PATH" not in line
+    ]
+
+
 def test_preflight_runs_first_and_can_be_skipped(tmp_path):
     """A recipe stops before anything else when the preflight fails (here: no data under DATA_ROOT on a machine
     without GPUs), with one line per problem; PREFLIGHT=0 and DRY_RUN=1 skip it, SMOKE=1 keeps only the CPU checks."""
@@ -478,6 +600,28 @@ def test_the_use_check_sees_verls_reads():
     assert "freeze_vision_tower" not in reads
 
 
+def test_rows_of_verls_geo3k_example_grade_like_ours():
+    """recipes/README.md: a parquet from veRL's examples/data_preprocess/geo3k.py (data_source hiyouga/geometry3k,
+    extra_info without an answer type) is graded by our reward as our geo3k rows are; veRL's stock scorer, which
+    picks by data_source, does not know our names."""
+    from verl.utils.reward_score import default_compute_score
+
+    from verl_tor.eval.rewards import compute_score
+
+    gold = "3\\sqrt{3}"
+    verl_row = {"split": "test", "index": 0, "answer": gold, "question": "<image>Find x."}
+    ours = {"answer_type": "free_form"}
+    for response, accuracy in [
+        ("<think>27 = x^2</think> \\boxed{\\sqrt{27}}", 1.0),
+        ("<think>guess</think> \\boxed{5}", 0.0),
+        ("\\boxed{3\\sqrt{3}}", 1.0),
+    ]:
+        score = compute_score("hiyouga/geometry3k", response, gold, verl_row)
+        assert score == compute_score("geo3k", response, gold, ours) and score["acc"] == accuracy, response
+    with pytest.raises(NotImplementedError):
+        default_compute_score("geo3k", "\\boxed{5}", gold)
+
+
 # ------------------------------------------------------------------------------------- what vLLM is sized for
 
 
@@ -543,6 +687,85 @@ def test_eval_both_modes_and_checkpoint_merge(tmp_path, checkpoint_dir):
     assert len(runs) == 2
     assert run_script("eval.sh", (), tmp_path, DRY_RUN="1").returncode != 0
     assert run_script("eval.sh", ("m",), tmp_path, DRY_RUN="1", EVAL_MODE="best").returncode != 0
+
+
+# -------------------------------------------------------------------------------------------- one-GPU smoke
+
+
+def _leaves(config: DictConfig) -> dict[str, object]:
+    def walk(node, prefix):
+        for key, value in node.items():
+            path = f"{prefix}.{key}" if prefix else key
+            yield from walk(value, path) if isinstance(value, dict) else [(path, value)]
+
+    return dict(walk(OmegaConf.to_container(config, resolve=True), ""))
+
+
+def test_gpu_smoke_is_the_3b_grpo_tor_recipe_on_one_gpu(recipe_config):
+    """``make gpu-smoke`` runs the 3B GRPO + ToR recipe's command with only sizes, steps, validation, checkpoints,
+    GPU count and the CPU offload policy changed (veRL's own checks of it: test_recipe_config_is_valid_for_verl)."""
+    smoke, recipe = (
+        _leaves(recipe_config(script, (), False)[0]) for script in (GPU_SMOKE, "qwen2_5_vl_3b_geo3k_grpo_tor.sh")
+    )
+    changed = {key for key in smoke.keys() | recipe.keys() if smoke.get(key) != recipe.get(key)}
+    env = "ray_kwargs.ray_init.runtime_env.env_vars."
+    assert changed == {
+        "data.train_batch_size",
+        "actor_rollout_ref.rollout.n",
+        "actor_rollout_ref.actor.ppo_mini_batch_size",
+        "data.train_max_samples",
+        "data.val_max_samples",
+        "trainer.total_training_steps",
+        "trainer.val_before_train",
+        "trainer.save_freq",
+        "actor_rollout_ref.actor.fsdp_config.offload_policy",
+        "trainer.n_gpus_per_node",
+        "actor_rollout_ref.rollout.n_gpus_per_node",
+        # veRL's interpolations of the above.
+        "actor_rollout_ref.actor.rollout_n",
+        "actor_rollout_ref.ref.rollout_n",
+        "critic.rollout_n",
+        "critic.ppo_mini_batch_size",
+        "actor_rollout_ref.rollout.trace.experiment_name",
+        # Where the run writes (its name).
+        "trainer.experiment_name",
+        "trainer.default_local_dir",
+        env + "VERL_FILE_LOGGER_PATH",
+        env + "VERL_TOR_RUN_JSON",
+    }, changed
+    assert smoke["trainer.n_gpus_per_node"] == 1 and smoke["trainer.total_training_steps"] == 5
+    assert smoke["actor_rollout_ref.rollout.name"] == "vllm" and smoke["actor_rollout_ref.model.use_remove_padding"]
+    assert smoke["actor_rollout_ref.model.override_config.attn_implementation"] == "flash_attention_2"
+    assert smoke["trainer.test_freq"] == 5 and smoke["tor.enable"]
+
+
+def _write_metrics(run_dir: Path, steps: dict[int, dict[str, float]]) -> None:
+    (run_dir / "metrics").mkdir(parents=True)
+    lines = [json.dumps({"step": step, "data": data}) for step, data in steps.items()]
+    (run_dir / "metrics" / "20260101T000000Z.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_smoke_summary_reports_steps_memory_and_tor(tmp_path, capsys):
+    from verl_tor.launch.smoke_summary import main
+
+    tor = {"tor/reasoning_fraction": 0.3, "tor/perception_fraction": 0.25, "tor/overlap_fraction": 0.1}
+    steps = {
+        1: {"timing_s/step": 100.0, "actor/perf/max_memory_allocated_gb": 20.0, **tor},
+        2: {"timing_s/step": 40.0, "actor/perf/max_memory_allocated_gb": 31.5, **tor},
+        3: {"timing_s/step": 60.0, "actor/perf/max_memory_allocated_gb": 25.0, **tor, "tor/mean_weight": 0.4}
+        | {"val-core/geo3k/acc/mean@1": 0.375},
+    }
+    _write_metrics(tmp_path / "run", steps)
+    assert main([str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "mean step time after the first step: 50.0 s over 2 steps" in out
+    assert "peak max_memory_allocated_gb over the run: 31.5" in out and "tor/mean_weight = 0.4" in out
+    assert "validation step 3: geo3k acc mean@1 = 0.375" in out
+    # A run without ToR's metrics, or without a training step, is a failed smoke.
+    _write_metrics(tmp_path / "plain", {1: {"timing_s/step": 1.0}})
+    assert main([str(tmp_path / "plain")]) == 1 and "no tor/* metric at step 1" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1 and "no training step" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------- end to end
