@@ -14,6 +14,7 @@ from verl_tor.launch import ray_env
 
 
 def _register_trainer(_module) -> None:
+    import verl_tor.audit.trainer  # noqa: F401  (registers trainer mode tor_audit)
     import verl_tor.trainer  # noqa: F401  (registers trainer modes tor_sync, tor_colocate_async, ...)
 
 
