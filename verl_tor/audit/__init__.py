@@ -39,7 +39,9 @@ class AuditSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
-            raise ValueError(f"unknown audit option(s) {', '.join('tor_audit.' + k for k in unknown)}; valid: {sorted(known)}")
+            raise ValueError(
+                f"unknown audit option(s) {', '.join('tor_audit.' + k for k in unknown)}; valid: {sorted(known)}"
+            )
         if not section.get("out"):
             raise ValueError("tor_audit.out (the folder of audit.json and audit.html) is required")
         methods = section.get("methods", ["tor", "grpo"])

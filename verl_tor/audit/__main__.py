@@ -42,7 +42,9 @@ def check_model(model: str) -> str:
     from verl_tor.counterfactual.families import family_of_model_type, supported_model_types
 
     if os.path.isdir(model):
-        if os.path.isdir(os.path.join(model, "actor")) and os.path.basename(model.rstrip("/")).startswith("global_step"):
+        if os.path.isdir(os.path.join(model, "actor")) and os.path.basename(model.rstrip("/")).startswith(
+            "global_step"
+        ):
             raise AuditInputError(
                 f"{model} is a veRL checkpoint step, not a model: pass {os.path.join(model, 'actor', 'huggingface')}"
                 " (saved with actor.checkpoint.save_contents including hf_model) or a merged model "
@@ -68,7 +70,9 @@ def check_model(model: str) -> str:
         try:
             model_type = AutoConfig.from_pretrained(model).model_type
         except (OSError, ValueError) as error:
-            raise AuditInputError(f"{model} is neither a model folder nor a model the hub cache holds: {error}") from None
+            raise AuditInputError(
+                f"{model} is neither a model folder nor a model the hub cache holds: {error}"
+            ) from None
     if family_of_model_type(model_type) is None:
         raise AuditInputError(
             f"{model} is a {model_type!r} model; the audit's counterfactual passes support the model types "
@@ -81,7 +85,9 @@ def data_file(data: str) -> str:
     """The parquet file to audit: ``DATA`` itself, or ``DATA/train.parquet``."""
     path = os.path.join(data, "train.parquet") if os.path.isdir(data) else data
     if not os.path.isfile(path):
-        raise AuditInputError(f"no data at {path}: pass a parquet file in veRL's RL format or a folder with train.parquet")
+        raise AuditInputError(
+            f"no data at {path}: pass a parquet file in veRL's RL format or a folder with train.parquet"
+        )
     return os.path.abspath(path)
 
 
@@ -236,7 +242,9 @@ def build_command(args: argparse.Namespace, work: str) -> tuple[list[str], dict[
     if args.recipe is None:
         if args.cpu:
             env.update(cpu_env())
-            arguments = cpu_overrides(model, os.path.dirname(data), work, steps=1, response_length=args.response_length or 8)
+            arguments = cpu_overrides(
+                model, os.path.dirname(data), work, steps=1, response_length=args.response_length or 8
+            )
             arguments += [f"data.train_files={data}", f"data.val_files={data}"]
         else:
             arguments = gpu_overrides(model, data, work, args.gpus or _visible_gpus(), args.response_length or 2048)

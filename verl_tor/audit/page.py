@@ -333,7 +333,7 @@ def render_page(audit: dict[str, Any]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n<style id=\"dynamic-style\"></style>\n</head>\n"
+        f'<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n<style id="dynamic-style"></style>\n</head>\n'
         f'<body>\n<header><h1>{html.escape(title)}</h1><div class="meta" id="meta"></div></header>\n'
         '<nav id="controls"></nav>\n<main id="main"><noscript>This page renders its record with JavaScript.</noscript>'
         "</main>\n"

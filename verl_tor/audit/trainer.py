@@ -16,12 +16,13 @@ The run must be one step with no checkpoint and no validation (checked at start-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -108,11 +109,12 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
         probes = ray.get([worker.__ray_call__.remote(memory_probe, reset) for worker in self.actor_rollout_wg.workers])
         return {key: max(probe[key] for probe in probes) for key in probes[0]}
 
-    def _measure(self, name: str, run: Callable[[], None], since: tuple[float, dict] | None = None) -> None:
-        """Time ``run`` (from ``since`` when given: a start time and memory probe taken earlier) into
-        ``audit_passes[name]``."""
+    @contextlib.contextmanager
+    def _measured(self, name: str, since: tuple[float, dict] | None = None) -> Iterator[None]:
+        """Time the block (from ``since`` when given: a start time and a memory probe taken earlier) and the actor
+        workers' peak memory during it into ``audit_passes[name]``."""
         start, before = since or (time.perf_counter(), self._probe_workers(reset=True))
-        run()
+        yield
         seconds = time.perf_counter() - start
         after = self._probe_workers(reset=True)
         self.audit_passes[name] = {
@@ -123,19 +125,20 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
 
     def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         self._forward_start = (time.perf_counter(), self._probe_workers(reset=True))
-        output = []
-        if not self.perception_changes_weights:  # no pass to follow the forward: it is all there is to time
-            self._measure("old_log_prob", lambda: output.append(super()._compute_old_log_prob(batch, metrics)))
-            return output[0]
+        if not self.perception_changes_weights:  # no pass follows the forward: the whole call is the forward
+            with self._measured("old_log_prob", since=self._forward_start):
+                return super()._compute_old_log_prob(batch, metrics)
         return super()._compute_old_log_prob(batch, metrics)
 
     def _compute_visual_sensitivity(self, batch: KVBatchMeta, metrics: dict, forward: Callable) -> None:
         """Right after veRL's old-log-prob forward (``ToRSteps._after_old_log_prob_forward``): one measured pass per
         counterfactual the audited methods need, each kept before the next overwrites the trainer's field."""
-        self._measure("old_log_prob", lambda: None, since=self._forward_start)
+        with self._measured("old_log_prob", since=self._forward_start):
+            pass
         for name in self.audit_counterfactuals:
             pass_metrics: dict[str, float] = {}
-            self._measure(name, lambda name=name: self._counterfactual_pass(name, batch, pass_metrics, forward))
+            with self._measured(name):
+                self._counterfactual_pass(name, batch, pass_metrics, forward)
             self.audit_passes[name].update(pass_metrics)
             metrics.update(pass_metrics)
             data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=VISUAL_SENSITIVITY)
@@ -144,7 +147,9 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
     def _counterfactual_pass(self, name: str, batch: KVBatchMeta, metrics: dict, forward: Callable) -> None:
         """The trainer's counterfactual pass ``name`` (today the one of ``tor.counterfactual``)."""
         if name != self.tor.counterfactual:
-            raise ValueError(f"the trainer has no counterfactual pass {name!r} (tor.counterfactual={self.tor.counterfactual})")
+            raise ValueError(
+                f"the trainer has no counterfactual pass {name!r} (tor.counterfactual={self.tor.counterfactual})"
+            )
         super()._compute_visual_sensitivity(batch, metrics, forward)
 
     # ---- no weighting, no update, no weight sync -------------------------------------------------------------------
@@ -252,7 +257,10 @@ def write_outputs(out_dir: str, audit: dict[str, Any]) -> tuple[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     audit = json_ready(audit)
     paths = []
-    for name, text in ((AUDIT_JSON, json.dumps(audit, ensure_ascii=False, allow_nan=False)), (AUDIT_HTML, render_page(audit))):
+    for name, text in (
+        (AUDIT_JSON, json.dumps(audit, ensure_ascii=False, allow_nan=False)),
+        (AUDIT_HTML, render_page(audit)),
+    ):
         path = os.path.join(out_dir, name)
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             f.write(text)
