@@ -209,8 +209,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus", type=int, default=None, help="GPUs on this node (default: all torch sees)")
     parser.add_argument("--response-length", type=int, default=None, help="max response tokens (CPU 8, GPU 2048)")
     parser.add_argument("--seed", type=int, default=None, help="data and rollout seed")
-    parser.add_argument("overrides", nargs="*", help="after --: Hydra overrides appended last")
-    args = parser.parse_args(argv)
+    parser.epilog = "Hydra overrides after -- are appended last, e.g. -- tor.perception_quantile=0.2"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: len(argv) - len(overrides) - (1 if "--" in argv else 0)])
+    args.overrides = overrides
     if args.recipe is None and (args.model is None or args.data is None):
         parser.error("MODEL and DATA are required (or --recipe)")
     if args.prompts < 1 or (args.n is not None and args.n < 1):
