@@ -84,6 +84,8 @@ article.sample[data-correct="false"] { border-left: 4px solid #c0392b; }
   box-shadow: inset -1px 0 0 #fff; }
 .tok.invalid { color: #999; text-decoration: line-through; }
 .col.selected { outline: 2px solid #c0392b; }
+.col.labels { font: 11px/1.5 system-ui, sans-serif; color: var(--muted); padding-right: 6px; }
+.row-label { line-height: 19.5px; text-align: right; }
 #details { position: fixed; right: 8px; bottom: 8px; width: 360px; max-height: 50vh; overflow: auto; background: #fff;
   border: 1px solid var(--line); border-radius: 6px; padding: 10px; font-size: 12px; box-shadow: 0 2px 8px #0002; }
 #details table { border-collapse: collapse; }
@@ -157,7 +159,7 @@ _JS = r"""
   let show = "all";
   function restyle() {
     const rules = [];
-    for (const m of hiddenMethods) rules.push('.tok[data-method="' + m + '"], section.method[data-method="' + m + '"] { display: none; }');
+    for (const m of hiddenMethods) rules.push('[data-method="' + m + '"] { display: none; }');
     for (const s of dimmedSets) rules.push('.tok[data-set="' + s + '"] { background: transparent !important; color: #c4c4c8; }');
     if (show !== "all") rules.push('article.sample[data-correct="' + (show === "correct" ? "false" : "true") + '"] { display: none; }');
     dyn.textContent = rules.join("\n");
@@ -298,7 +300,9 @@ _JS = r"""
     const urls = DATA.images[s.uid] || [];
     for (const url of urls) pics.append(h("img", { src: url, alt: "prompt image" }));
     if (!urls.length) pics.append(h("div", { cls: "noimg", text: "no image" }));
-    const response = h("div", { cls: "response" });
+    // The first column names the rows (every wrapped line keeps their order).
+    const response = h("div", { cls: "response" }, [h("div", { cls: "col labels" },
+      METHODS.map((m) => h("span", { cls: "row-label", "data-method": m, text: m })))]);
     const t = s.tokens;
     t.text.forEach((text, i) => {
       const col = h("div", { cls: "col", "data-i": String(i), "data-image": t.image ? String(Boolean(t.image[i])) : null });
