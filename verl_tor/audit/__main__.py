@@ -239,6 +239,8 @@ def build_command(args: argparse.Namespace, work: str) -> tuple[list[str], dict[
         if args.n is None:
             n = int(_last_value(arguments, "actor_rollout_ref.rollout.n") or 4)
     model = args.model or _last_value(arguments, "actor_rollout_ref.model.path")
+    # Ray's workers need not share this working directory: local paths go in absolute.
+    model = os.path.abspath(model) if os.path.isdir(model) else model
     data = data_file(args.data) if args.data else _last_value(arguments, "data.train_files")
     check_model(model)
     first_row = check_data(data, _last_value(arguments, "data.image_key") or "images")
