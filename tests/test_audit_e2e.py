@@ -19,7 +19,7 @@ import pytest
 
 from verl_tor.audit.stats import jaccard, share
 
-RUN_TIMEOUT_S = 420
+RUN_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +29,18 @@ def audit_run(tiny_model_dir, mixed_colour_data_dir, tmp_path_factory):
     command = [sys.executable, "-m", "verl_tor.audit", tiny_model_dir, mixed_colour_data_dir, "--cpu"]
     command += ["--prompts", "4", "--n", "4", "--seed", "0", "--out", str(out)]
     command += ["--", "data.shuffle=false", f"+ray_kwargs.ray_init._temp_dir={ray_dir}"]
+    log = out.parent / "audit_cli.log"
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        with open(log, "w") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+            try:
+                returncode = process.wait(timeout=RUN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.terminate()  # the audit stops main_ppo and its Ray cluster, then exits
+                returncode = process.wait(timeout=120)
     finally:
         shutil.rmtree(ray_dir, ignore_errors=True)
+    done = subprocess.CompletedProcess(command, returncode, stdout="", stderr=log.read_text()[-3000:])
     audit = json.loads((out / "audit.json").read_text()) if (out / "audit.json").exists() else None
     return {"out": out, "done": done, "audit": audit}
 

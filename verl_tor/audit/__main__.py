@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -302,7 +303,13 @@ def run_audit(command: list[str], env: dict[str, str], work: str, out: str) -> N
     os.rename(work, out)
 
 
+def _exit_on_sigterm(signum: int, _frame) -> None:
+    # SystemExit unwinds through run_phase, which stops main_ppo's process group and the Ray cluster it started.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> str:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     out = os.path.abspath(args.out or os.path.join("outputs", "audit", time.strftime("%Y%m%d-%H%M%S")))
     if os.path.exists(out):
