@@ -40,7 +40,7 @@ header h1 { font-size: 18px; margin: 0 0 2px; }
 .swatch { display: inline-block; width: 14px; height: 14px; border-radius: 3px; border: 1px solid #0003; }
 main { padding: 8px 16px 40px; }
 h2 { font-size: 16px; margin: 14px 0 6px; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 8px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 8px; align-items: start; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; min-width: 0; }
 .card h3 { font-size: 13px; margin: 0 0 4px; }
 .card .desc { color: var(--muted); font-size: 12px; margin-bottom: 6px; }
