@@ -361,3 +361,28 @@ def test_module_help_runs():
         [sys.executable, "-m", "verl_tor.audit", "--help"], capture_output=True, text=True, timeout=120, check=True
     )
     assert "--methods" in done.stdout and "--recipe" in done.stdout
+
+
+# ---- make audit ------------------------------------------------------------------------------------------------
+
+
+def test_make_audit_finds_the_last_tor_checkpoint_and_tabulates_precision_and_recall(tmp_path):
+    from verl_tor.audit.demo import last_tor_checkpoint, newest_demo, table
+
+    run = tmp_path / "demo" / "20261203-090000"
+    for step in (2, 9, 10):
+        (run / "grpo_tor" / "checkpoints" / f"global_step_{step}" / "actor" / "huggingface").mkdir(parents=True)
+    assert last_tor_checkpoint(str(run)).endswith(os.path.join("global_step_10", "actor", "huggingface"))
+    assert newest_demo(str(tmp_path / "demo")) is None  # no warm start: not a complete run
+    (run / "warm_start" / "model").mkdir(parents=True)
+    assert newest_demo(str(tmp_path / "demo")) == str(run)
+
+    tor = {"mean_weight": 0.4, "sets": {"perception": {"fraction": 0.3}}}
+    tor["ground_truth"] = {"perception": {"precision": 0.5, "recall": 0.75}}
+    grpo = {"mean_weight": 1.0, "sets": {}, "ground_truth": {}}
+    audit = {"methods": {"tor": tor, "grpo": grpo}, "n_samples": 8, "n_valid_tokens": 32}
+    audit["ground_truth"] = {"image_share": 0.25}
+    lines = table({"warm start": audit}).splitlines()
+    assert lines[2] == "| warm start | tor / perception | 0.30 | 0.50 | 0.75 | 0.40 |"
+    assert lines[3] == "| warm start | grpo (every token) | 1.00 | – | – | 1.00 |"
+    assert "of which 0.25 only the image decides" in lines[-1]
