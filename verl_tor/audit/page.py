@@ -12,7 +12,8 @@ the DOM when the page opens (no network, no server):
   method in the methods' order: the eye runs down a column to see that token's fate under every method
   (colour = set, underline thickness = weight; a column whose token only the image decides is marked ``data-image``).
 
-Filters: methods shown, sets highlighted, correct / incorrect samples.
+Filters: methods shown, sets highlighted, correct / incorrect samples. ``#methods``, ``#between``, ``#cost`` and
+``#samples`` in the address open the page at that part.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ _JS = r"""
     if (!Object.keys(rec.sets).length) card.append(h("div", { cls: "muted", text: "selects no tokens (every weight as shown)" }));
     cards.append(card);
   }
-  main.append(h("h2", { text: "Methods" }), cards);
+  main.append(h("h2", { id: "methods", text: "Methods" }), cards);
 
   // ---- comparisons: overlap and correlation matrices ---------------------------------------------------------
   function matrix(kind, labels, values, caption) {
@@ -260,7 +261,7 @@ _JS = r"""
   }
   if (cor.labels.length) figures.append(matrix("spearman", cor.labels, cor.spearman, "Spearman rank correlation of the scores (valid tokens)"));
   if (!figures.children.length) figures.append(h("div", { cls: "muted", text: "no method selects tokens: nothing to compare" }));
-  main.append(h("h2", { text: "Between methods" }), figures);
+  main.append(h("h2", { id: "between", text: "Between methods" }), figures);
 
   // ---- cost of each pass --------------------------------------------------------------------------------------
   const passes = h("table", { cls: "passes" }, [h("tr", {}, ["pass", "time (s)", "\u00d7 old-log-prob forward",
@@ -272,7 +273,7 @@ _JS = r"""
       h("td", { cls: "n", text: short(p.device_peak_gb) }), h("td", { cls: "n", text: short(p.rss_peak_increase_gb) }),
       h("td", { cls: "n", text: short(p["tor/image_sample_fraction"]) })]));
   }
-  main.append(h("h2", { text: "Cost of the passes (this run)" }), passes);
+  main.append(h("h2", { id: "cost", text: "Cost of the passes (this run)" }), passes);
 
   // ---- samples ------------------------------------------------------------------------------------------------
   const details = document.getElementById("details");
@@ -322,8 +323,11 @@ _JS = r"""
       h("div", { cls: "rows-legend", text: "rows, top to bottom: " + METHODS.join(", ") }), response])]));
     list.append(art);
   }
-  main.append(h("h2", { text: "Samples (each once; one row per method under every token)" }), list);
+  main.append(h("h2", { id: "samples", text: "Samples (each once; one row per method under every token)" }), list);
   restyle();
+  // #methods, #between, #cost, #samples: the page is built by this script, after the browser looked for the anchor.
+  const anchor = location.hash && document.getElementById(location.hash.slice(1));
+  if (anchor) anchor.scrollIntoView();
 })();
 """
 
