@@ -156,3 +156,10 @@ check-gpu-install:
 	echo "check-gpu-install took $$(( $$(date +%s) - start )) s"
 
 include verl_tor/data_prep/data.mk
+
+# The audit (docs/audit.md) on the CPU demo: each method's token choices at the warm-start model and at the last
+# GRPO+ToR checkpoint of the newest complete outputs/demo run (a smoke demo first when there is none; DEMO=dir picks
+# a run), against the task's ground truth: outputs/audit-demo/<time>/audit_table.md and one audit.html per model.
+.PHONY: audit
+audit: install
+	$(PY) -m verl_tor.audit.demo $(if $(DEMO),--demo $(DEMO))

@@ -33,6 +33,7 @@ def disabled(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def _register_trainer(_module) -> None:
+    import verl_tor.audit.trainer  # noqa: F401  (registers trainer mode tor_audit)
     import verl_tor.trainer  # noqa: F401  (registers trainer modes tor_sync, tor_colocate_async, ...)
 
 

@@ -144,12 +144,19 @@ class PhaseTime:
 
 
 def main_ppo_command(
-    arm: Arm, settings: DemoSettings, model: str, data: str, run_dir: str, inspect: bool = False
+    arm: Arm,
+    settings: DemoSettings,
+    model: str,
+    data: str,
+    run_dir: str,
+    inspect: bool = False,
+    save_last: bool = False,
 ) -> list[str]:
     """The ``main_ppo`` command line of one arm: the CPU overrides, then the demo's settings (later ones win).
 
     ``inspect``: the token inspector records every sample of every step into ``run_dir/tor_inspect.jsonl``
-    (ToR arms only).
+    (ToR arms only). ``save_last``: the last step's model is kept as an HF folder,
+    ``run_dir/checkpoints/global_step_<steps>/actor/huggingface`` (what ``python -m verl_tor.audit`` reads).
     """
     if inspect and arm.tor is None:
         raise ValueError(f"the token inspector needs a ToR arm, not {arm.name}")
@@ -194,6 +201,11 @@ def main_ppo_command(
     ]
     if inspect:
         overrides += [f"tor.inspect.samples_per_step={settings.rollout_batch}", f"tor.inspect.dir={run_dir}"]
+    if save_last:
+        overrides += [
+            f"trainer.save_freq={settings.steps}",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[hf_model]",
+        ]
     return [sys.executable, "-m", "verl.trainer.main_ppo", *arm.config_args(), *overrides]
 
 
@@ -326,15 +338,23 @@ def prepare(settings: DemoSettings, out_dir: str, env: dict[str, str], wall: dic
 
 
 def run_arm(
-    arm: Arm, settings: DemoSettings, model: str, data: str, out_dir: str, env: dict[str, str], inspect: bool = False
+    arm: Arm,
+    settings: DemoSettings,
+    model: str,
+    data: str,
+    out_dir: str,
+    env: dict[str, str],
+    inspect: bool = False,
+    save_last: bool = False,
 ) -> tuple[metrics.Records, PhaseTime]:
-    """Train one arm into ``out_dir/<arm.directory>``; returns its metrics and wall time."""
+    """Train one arm into ``out_dir/<arm.directory>``; returns its metrics and wall time (``inspect``, ``save_last``:
+    :func:`main_ppo_command`)."""
     run_dir = os.path.join(out_dir, arm.directory)
     os.makedirs(run_dir, exist_ok=True)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     wall = run_phase(
         arm.name,
-        main_ppo_command(arm, settings, model, data, run_dir, inspect=inspect),
+        main_ppo_command(arm, settings, model, data, run_dir, inspect=inspect, save_last=save_last),
         env,
         os.path.join(run_dir, "main_ppo.log"),
         settings.steps,
@@ -360,7 +380,9 @@ def run_demo(settings: DemoSettings, out_dir: str) -> dict[str, str]:
     # Sequential arms: on 2 cores two concurrent runs would only slow each other down and blur the timings.
     records: dict[str, metrics.Records] = {}
     for arm in DEMO_ARMS:
-        records[arm.name], wall[arm.name] = run_arm(arm, settings, model, data_dir, out_dir, env, inspect=arm is TOR)
+        records[arm.name], wall[arm.name] = run_arm(
+            arm, settings, model, data_dir, out_dir, env, inspect=arm is TOR, save_last=arm is TOR
+        )
     load_after = os.getloadavg()
 
     tor_dir = os.path.join(out_dir, TOR.directory)
