@@ -14,7 +14,7 @@ from reference_math import reference_truncated_entropy
 from tiny_families import ENGINE_FAMILIES
 from transformers import AutoModelForImageTextToText
 
-from verl_tor.counterfactual.remove import image_removed_batch, vision_block_mask
+from verl_tor.counterfactual.remove import PromptText, image_removed_batch, vision_block_mask
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.nested import as_list, nested_rows
 from verl_tor.steps import pad_rows_to_multiple
@@ -53,19 +53,33 @@ def test_nested_rows_are_ragged_in_the_last_dimension_even_for_equal_lengths():
     assert torch.equal(nested.to_padded_tensor(0), torch.stack(rows))
 
 
+class _IdentityTokenizer:
+    """Decodes ids to themselves and encodes them back: re-tokenizing changes nothing (the builder's own logic)."""
+
+    def decode(self, ids, **_):
+        return tuple(ids)
+
+    def encode(self, text, **_):
+        return list(text)
+
+
+_IDENTITY_TEXT = PromptText(_IdentityTokenizer(), frozenset({7, 8}), None, None)
+
+
 def test_builder_skips_text_only_samples_and_rebuilds_text_position_ids():
     s, e, pad = 7, 8, 9
     prompts = [torch.tensor([1, s, pad, e, 2]), torch.tensor([1, 2, 3]), torch.tensor([s, pad, e, s, pad, e, 5])]
     responses = [torch.tensor([10, 11]), torch.tensor([12]), torch.tensor([13, 14, 15])]
     masks = [torch.ones(2), torch.ones(1), torch.tensor([1, 1, 0])]
-    batch, rows = image_removed_batch(prompts, responses, masks, 4, s, e)
+    batch, rows = image_removed_batch(prompts, responses, masks, 4, s, e, _IDENTITY_TEXT)
     assert rows == [0, 2]
     assert [t.tolist() for t in as_list(batch["input_ids"])] == [[1, 2, 10, 11], [5, 13, 14, 15]]
     assert [t.tolist() for t in as_list(batch["prompts"])] == [[1, 2], [5]]
     assert as_list(batch["response_mask"])[1].tolist() == [1, 1, 0]
     for positions, ids in zip(as_list(batch["position_ids"]), as_list(batch["input_ids"]), strict=True):
         assert torch.equal(positions, torch.arange(len(ids)).expand(4, -1))
-    assert image_removed_batch([torch.tensor([1, 2])], [torch.tensor([3])], [torch.ones(1)], 4, s, e) == (None, [])
+    none = image_removed_batch([torch.tensor([1, 2])], [torch.tensor([3])], [torch.ones(1)], 4, s, e, _IDENTITY_TEXT)
+    assert none == (None, [])
 
 
 # ---------------------------------------------------------------------------------------------------------------
