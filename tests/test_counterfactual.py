@@ -14,6 +14,8 @@ from reference_math import reference_truncated_entropy
 from tiny_families import ENGINE_FAMILIES
 from transformers import AutoModelForImageTextToText
 
+from verl_tor.counterfactual import Samples, counterfactual_batch
+from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.counterfactual.remove import PromptText, image_removed_batch, vision_block_mask
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.nested import as_list, nested_rows
@@ -222,3 +224,87 @@ def test_engine_output_is_unchanged_without_the_request(actor, processor):
     samples = [agent_loop_row(processor, _messages(1), [_image((1, 2, 3))], _response(processor))]
     _, output, _ = _log_probs(actor, samples)
     assert TRUNCATED_ENTROPY not in output.keys()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The other counterfactuals through veRL's engine.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _samples(rows: list[dict]) -> Samples:
+    return Samples(
+        prompts=[row["prompts"] for row in rows],
+        responses=[row["responses"] for row in rows],
+        response_masks=[row["response_mask"] for row in rows],
+        position_ids=[row["position_ids"] for row in rows],
+        multi_modal_inputs=[row["multi_modal_inputs"] for row in rows],
+    )
+
+
+def _response_log_probs(logits: torch.Tensor, ids: torch.Tensor, n: int, temperature: float) -> torch.Tensor:
+    """Log-probs of the last ``n`` ids from a forward's ``[L, V]`` logits (position t predicts token t + 1)."""
+    return torch.log_softmax(logits[-n - 1 : -1].float() / temperature, -1).gather(-1, ids[-n:, None])[:, 0]
+
+
+# Qwen3.5's linear-attention layers take no attention mask (their state runs through every token): there the
+# deletion itself is what "cannot see the image" means, and no masked forward exists to compare it with.
+@pytest.mark.families("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
+def test_mask_image_attention_is_the_forward_with_the_vision_columns_masked(actor, processor, model_dir):
+    """Deleting the vision tokens, every other token at its image-present position, through veRL's engine, equals
+    the image-present sequence with a 4-D attention mask that hides the vision tokens from every later token."""
+    response = _response(processor, " red blue green")
+    content = [{"type": "text", "text": "Look at"}, {"type": "image"}, {"type": "text", "text": QUESTION}]
+    row = agent_loop_row(processor, [{"role": "user", "content": content}], [_image((200, 30, 30))], response)
+    spec = vision_block_spec(processor, processor.config)
+    masked_batch, rows = counterfactual_batch("mask_image_attention", spec, _samples([row]), seed=0, step=0)
+    assert rows == [0]
+    engine_lp, _, _ = _log_probs(actor, masked_batch, temperature=0.7)
+
+    ids, n = row["input_ids"], len(response)
+    vision = ids == spec.image_token_id
+    allowed = torch.ones(len(ids), len(ids), dtype=torch.bool).tril()
+    allowed[:, vision] = torch.eye(len(ids), dtype=torch.bool)[:, vision]  # a vision token's own row is not read
+    mask = torch.zeros(1, 1, len(ids), len(ids)).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    inputs = {key: value for key, value in row["multi_modal_inputs"].items() if key != "images_seqlens"}
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, attn_implementation="eager").eval()
+    with torch.no_grad():
+        masked_logits = model(
+            input_ids=ids[None], position_ids=row["position_ids"][:, None], attention_mask=mask, **inputs
+        ).logits[0]
+        image_logits = model(input_ids=ids[None], position_ids=row["position_ids"][:, None], **inputs).logits[0]
+    reference = _response_log_probs(masked_logits, ids, n, 0.7)
+    torch.testing.assert_close(engine_lp[0], reference, rtol=0, atol=1e-5)
+    # The image matters to this model: seen, the log-probs differ (so the comparison above can fail).
+    assert (_response_log_probs(image_logits, ids, n, 0.7) - reference).abs().max() > 1e-4
+
+
+def test_patch_counterfactual_reaches_the_vision_tower(actor, processor):
+    """black_patches through veRL's engine equals the picture with those patches blacked, processed from scratch."""
+    merged = processor.image_processor.patch_size * processor.image_processor.merge_size
+    picture = torch.randint(0, 256, (2 * merged, 2 * merged, 3), generator=torch.Generator().manual_seed(0))
+    picture = picture.to(torch.uint8).numpy()
+    response = _response(processor)
+    row = agent_loop_row(processor, _messages(1), [Image.fromarray(picture)], response)
+    spec = vision_block_spec(processor, processor.config)
+    batch, rows = counterfactual_batch("black_patches", spec, _samples([row]), seed=1, step=2)
+    assert rows == [0]
+    counterfactual_lp, _, _ = _log_probs(actor, batch)
+    # The blackened patches, found from the pixels, drawn on the picture (merge windows row-major, then patches).
+    patch, merge = processor.image_processor.patch_size, processor.image_processor.merge_size
+    changed = (batch["multi_modal_inputs"][0]["pixel_values"] != row["multi_modal_inputs"]["pixel_values"]).any(1)
+    assert 0 < int(changed.sum()) < len(changed)
+    _, grid_h, grid_w = (int(v) for v in row["multi_modal_inputs"]["image_grid_thw"][0])
+    blackened = picture.copy()
+    index = 0
+    for window_y in range(grid_h // merge):
+        for window_x in range(grid_w // merge):
+            for y in range(window_y * merge, window_y * merge + merge):
+                for x in range(window_x * merge, window_x * merge + merge):
+                    if changed[index]:
+                        blackened[y * patch : (y + 1) * patch, x * patch : (x + 1) * patch] = 0
+                    index += 1
+    from_scratch = agent_loop_row(processor, _messages(1), [Image.fromarray(blackened)], response)
+    scratch_lp, _, _ = _log_probs(actor, [from_scratch])
+    torch.testing.assert_close(counterfactual_lp[0], scratch_lp[0], rtol=0, atol=1e-5)
+    original_lp, _, _ = _log_probs(actor, [row])
+    assert (original_lp[0] - counterfactual_lp[0]).abs().max() > 1e-4

@@ -7,7 +7,7 @@ response-aligned tensors, calls these functions and writes their results back.
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDict
+from tensordict import NonTensorStack, TensorDict
 
 from verl_tor.methods.tor import ToRConfig, select_top_fraction, tor_token_weights
 from verl_tor.nested import as_list, nested_rows
@@ -43,6 +43,10 @@ def pad_rows_to_multiple(batch: TensorDict, multiple: int) -> TensorDict:
         return batch
     fields = {}
     for key, value in batch.items():
+        if isinstance(value, NonTensorStack):  # per-sample python objects (multi_modal_inputs)
+            items = value.tolist()
+            fields[key] = NonTensorStack(*items, *[items[0]] * missing)
+            continue
         rows = as_list(value)
         fields[key] = nested_rows(rows + [rows[0]] * missing)
     return TensorDict(fields, batch_size=[len(batch) + missing])

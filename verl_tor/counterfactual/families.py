@@ -156,9 +156,8 @@ class VisionBlockSpec:
         the per-sample positions of the image-present sequences, as TransferQueue holds them)."""
         if self.video_frames_have_timestamps:
             self.refuse_videos(prompts, "mask_image_attention", TIMESTAMP_REASON)
-        return image_attention_masked_batch(
-            prompts, responses, response_masks, position_ids, self.vision_start_id, self.vision_end_id
-        )
+        vision = (self.image_token_id,) if self.video_token_id is None else (self.image_token_id, self.video_token_id)
+        return image_attention_masked_batch(prompts, responses, response_masks, position_ids, vision)
 
 
 TIMESTAMP_REASON = (

@@ -8,10 +8,13 @@ text (the tokenizer would merge ``".\\n"`` + ``"\\n"`` into ``".\\n\\n"``), with
 families whose chat template trims it (Qwen3.5). The position ids become those of text-only input (every row
 ``arange(L)``: the Qwen-VL families' rope index without images).
 
-``mask_image_attention``, PGPO's counterfactual: the tokens after an image cannot attend to its vision tokens.
-Attention is causal, so nothing before an image attends to it either; deleting the vision tokens while every other
-token keeps its token id and its M-RoPE position of the image-present prompt is exactly that forward
-(``tests/test_counterfactual.py`` checks it against an explicit 4-D attention mask over the vision columns). The
+``mask_image_attention``, PGPO's counterfactual: the tokens after an image cannot attend to its vision tokens (the
+``<|image_pad|>`` positions that carry the vision tower's features; the ``<|vision_start|>`` / ``<|vision_end|>``
+markers are ordinary text tokens and stay visible, so the policy still reads "an image was here"). Attention is
+causal, so nothing before an image attends to it either; deleting the vision tokens while every other token keeps
+its token id and its M-RoPE position of the image-present prompt is exactly that forward
+(``tests/test_counterfactual.py`` checks it against an explicit 4-D attention mask over the vision columns, to
+float32 rounding). The
 text row of veRL's ``(4, L)`` position ids is ``arange(L)`` over the shortened sequence: transformers reads it only
 to lay out (pack) sequences for attention, never for rotary positions. Nothing is re-tokenized: the text tokens are
 the ones the policy read. In Qwen3.5's linear-attention layers there is no attention mask to apply; deleting the
@@ -186,29 +189,29 @@ def image_attention_masked_batch(
     responses: list[torch.Tensor],
     response_masks: list[torch.Tensor],
     position_ids: list[torch.Tensor],
-    vision_start_id: int,
-    vision_end_id: int,
+    vision_token_ids: tuple[int, ...],
 ) -> tuple[TensorDict | None, list[int]]:
-    """``mask_image_attention``: every sample with a vision block, its blocks deleted, every other token at its
-    image-present position.
+    """``mask_image_attention``: every sample with vision tokens, those deleted, every other token (the
+    ``<|vision_start|>`` / ``<|vision_end|>`` markers included) at its image-present position.
 
     Args:
         prompts, responses, response_masks: as for :func:`image_removed_batch`.
         position_ids: per-sample position ids of the whole image-present sequence, ``[P_i + R_i]`` or
             ``(k, P_i + R_i)`` with a text row first (veRL's agent loop for M-RoPE models).
-        vision_start_id, vision_end_id: ids of ``<|vision_start|>`` and ``<|vision_end|>``.
+        vision_token_ids: the ids that carry visual features (``<|image_pad|>``, ``<|video_pad|>``).
 
     Returns:
         as :func:`image_removed_batch`.
     """
-    rows = _rows_with_images(prompts, vision_start_id)
+    vision = torch.tensor(vision_token_ids)
+    rows = [i for i, prompt in enumerate(prompts) if torch.isin(prompt, vision).any()]
     if not rows:
         return None, []
     new_prompts, positions = [], []
     for i in rows:
-        kept = ~vision_block_mask(prompts[i], vision_start_id, vision_end_id)
-        kept = torch.cat([kept, torch.ones(len(responses[i]), dtype=torch.bool)])
-        new_prompts.append(prompts[i][kept[: len(prompts[i])]])
+        kept_prompt = ~torch.isin(prompts[i], vision)
+        new_prompts.append(prompts[i][kept_prompt])
+        kept = torch.cat([kept_prompt, torch.ones(len(responses[i]), dtype=torch.bool)])
         kept_positions = position_ids[i][..., kept].clone()
         if kept_positions.dim() == 2:
             # The text row lays out sequences for attention (packing, causal mask): it must count the new length.
