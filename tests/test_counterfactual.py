@@ -14,7 +14,7 @@ from reference_math import reference_truncated_entropy
 from tiny_families import ENGINE_FAMILIES
 from transformers import AutoModelForImageTextToText
 
-from verl_tor.counterfactual import Samples, counterfactual_batch
+from verl_tor.counterfactual import COUNTERFACTUALS, Samples, counterfactual_batch
 from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.counterfactual.remove import PromptText, image_removed_batch, vision_block_mask
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
@@ -308,3 +308,77 @@ def test_patch_counterfactual_reaches_the_vision_tower(actor, processor):
     torch.testing.assert_close(counterfactual_lp[0], scratch_lp[0], rtol=0, atol=1e-5)
     original_lp, _, _ = _log_probs(actor, [row])
     assert (original_lp[0] - counterfactual_lp[0]).abs().max() > 1e-4
+
+
+class _TransferQueue:
+    """The two TransferQueue calls the trainer's pass makes, over per-sample rows held in memory."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows, self.put = rows, {}
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        from tensordict import NonTensorStack, TensorDict
+
+        fields = {
+            key: NonTensorStack(*[row[key] for row in self.rows])
+            if key == "multi_modal_inputs"
+            else nested_rows([row[key] for row in self.rows])
+            for key in select_fields
+        }
+        return TensorDict(fields, batch_size=[len(self.rows)])
+
+    def kv_batch_put(self, keys, partition_id, fields):
+        self.put.update({key: as_list(fields[key]) for key in fields.keys()})
+
+
+@QWEN2_5_VL_ONLY
+@pytest.mark.parametrize("kind", COUNTERFACTUALS)
+def test_trainer_pass_stores_counterfactual_log_probs_and_old_ones_without_an_image(
+    kind, actor, processor, model_dir, monkeypatch
+):
+    """The trainer's pass on a batch of image, text-only and padding samples (veRL's engine, TransferQueue faked):
+    image rows get the log-probs of ``counterfactual_batch`` through the engine, the others their old log-probs
+    (Δ = 0), and ``tor_visual_sensitivity`` is |Δ|."""
+    from types import SimpleNamespace
+
+    from transfer_queue import KVBatchMeta
+
+    from verl_tor import trainer as trainer_module
+    from verl_tor.methods.tor import ToRConfig
+    from verl_tor.testing.actor_engine import actor_overrides, compose_ppo_config
+
+    response = _response(processor, " red blue")
+    rows = [
+        agent_loop_row(processor, _messages(0), None, response),
+        agent_loop_row(processor, _messages(1), [_image((200, 30, 30))], response),
+        agent_loop_row(processor, _messages(2), [_image((20, 40, 220)), _image((240, 240, 20))], response),
+        agent_loop_row(processor, _messages(1), [_image((9, 9, 9))], response),  # padding (a repeated row)
+    ]
+    old_lp, output, _ = _log_probs(actor, rows)
+    for row, log_probs in zip(rows, as_list(output["log_probs"]), strict=True):
+        row["log_probs"] = log_probs  # whole-sequence, as the old-log-prob forward leaves them
+    queue = _TransferQueue(rows)
+    monkeypatch.setattr(trainer_module, "tq", queue)
+    trainer = trainer_module.ToRTrainer.__new__(trainer_module.ToRTrainer)
+    trainer.tor = ToRConfig(counterfactual=kind)
+    trainer.config = compose_ppo_config(actor_overrides(model_dir, micro_batch_size=MICRO_BATCH))
+    trainer.vision_spec = vision_block_spec(processor, processor.config)
+    trainer.vision_placeholder_ids = [processor.image_token_id]
+    trainer.counterfactual_seed, trainer.global_steps = 7, 3
+    trainer.actor_rollout_wg = SimpleNamespace(_dispatch_info={"actor": [0]})
+    batch = KVBatchMeta(keys=list("abcd"), tags=[{}, {}, {}, {"is_padding": True}], partition_id="train")
+    metrics = {}
+    trainer._compute_counterfactual_log_probs(batch, metrics, lambda data: actor.infer_batch(data))
+
+    stored = queue.put[trainer_module.COUNTERFACTUAL_LOG_PROBS]
+    expected_batch, image_rows = counterfactual_batch(kind, trainer.vision_spec, _samples(rows[1:3]), 7, 3)
+    assert image_rows == [0, 1]
+    expected, _, _ = _log_probs(actor, expected_batch)
+    for row in (0, 3):  # text-only and padding: Δ = 0 exactly
+        assert torch.equal(stored[row], old_lp[row].float())
+    for row, lp in zip((1, 2), expected, strict=True):
+        torch.testing.assert_close(stored[row], lp.float(), rtol=0, atol=1e-6)
+        assert (stored[row] - old_lp[row]).abs().max() > 1e-5  # the counterfactual changed something
+    for got, cf, old in zip(queue.put[trainer_module.VISUAL_SENSITIVITY], stored, old_lp, strict=True):
+        torch.testing.assert_close(got, (cf - old.float()).abs(), rtol=0, atol=0)
+    assert metrics["tor/image_sample_fraction"] == pytest.approx(2 / 3)

@@ -378,7 +378,7 @@ def test_image_removed_pass_runs_with_the_old_log_prob_weights_in_every_mode(mod
     def image_removed_pass(self, batch, metrics, forward):
         forward("image removed")
 
-    monkeypatch.setattr(trainer_cls, "_compute_visual_sensitivity", image_removed_pass)
+    monkeypatch.setattr(trainer_cls, "_compute_counterfactual_log_probs", image_removed_pass)
     batch = KVBatchMeta(keys=["a"], tags=[{}])
     assert trainer._compute_old_log_prob(batch, {}) is batch
     expected = "pi_old" if mode == "separate_async" or local_update == 0 else "current"

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-VALID_COUNTERFACTUALS = ("remove_image",)
+VALID_COUNTERFACTUALS = ("remove_image", "mask_image_attention", "black_patches", "mask_patches", "gaussian_noise")
 """Names accepted by `ToRConfig.counterfactual` (the ∅ of Eq. 8)."""
 
 _FAST_PATH_TOP_K = 64
