@@ -18,7 +18,7 @@ import torch
 from verl_tor.audit import AuditSettings
 from verl_tor.audit.__main__ import build_command, main, parse_args
 from verl_tor.audit.methods import (
-    AUDIT_METHODS,
+    AuditMethod,
     MethodResult,
     ScoreInputs,
     counterfactuals_needed,
@@ -26,7 +26,7 @@ from verl_tor.audit.methods import (
 )
 from verl_tor.audit.report import AuditSample, build_audit, json_ready, token_set_labels
 from verl_tor.audit.stats import average_ranks, jaccard, precision_recall, share, spearman
-from verl_tor.methods.tor import ToRConfig
+from verl_tor.methods.config import TokenCreditConfig
 
 # ---- statistics ------------------------------------------------------------------------------------------------
 
@@ -95,24 +95,32 @@ def inputs() -> ScoreInputs:
         truncated_entropy=[
             torch.tensor(v) for v in ([0.1, 0.8, 0.4, 9.0], [0.4, 0.0, 0.3], [0.0, 0.6, 0.4, 0.4, 0.5], [5.0, 5])
         ],
-        sensitivity={
-            "remove_image": [
-                torch.tensor(v) for v in ([0.3, 0.0, 2.0, 8.0], [0.0, 0.0, 0.0], [0.1, 0.3, 0.3, 1.5, 0.2], [9.0, 9])
-            ]
-        },
+        truncated_top_p=0.95,
+        # |Δ| = the sensitivities SENSITIVITY; the second response has no image.
+        old_log_probs=[torch.zeros(len(v)) for v in SENSITIVITY],
+        counterfactual_log_probs={"remove_image": [-torch.tensor(v) for v in SENSITIVITY]},
+        has_image=[True, False, True, True],
     )
+
+
+SENSITIVITY = ([0.3, 0.0, 2.0, 8.0], [0.0, 0.0, 0.0], [0.1, 0.3, 0.3, 1.5, 0.2], [9.0, 9])
+
+
+def _method(name: str, **overrides) -> AuditMethod:
+    return AuditMethod(name, name, TokenCreditConfig.from_mapping({"method": name, **overrides}))
 
 
 @pytest.mark.parametrize("top_p", [0.95, 1.0])
 def test_tor_entry_selects_and_weights_as_a_brute_force(inputs, top_p):
-    cfg = ToRConfig(
-        reasoning_quantile=0.4, perception_quantile=0.3, perception_weight=0.5, other_weight=0.1, entropy_top_p=top_p
-    )
-    result = AUDIT_METHODS["tor"].compute(inputs, cfg)
+    method = _method(
+        "tor", reasoning_quantile=0.4, perception_quantile=0.3, perception_weight=0.5, other_weight=0.1,
+        entropy_top_p=top_p,
+    )  # fmt: skip
+    result = method.compute(inputs)
     real = [not pad for pad in inputs.is_padding]
     entropy = inputs.truncated_entropy if top_p < 1 else inputs.entropy
     reasoning = brute_force_top(entropy, inputs.response_mask, real, 0.4)
-    perception = brute_force_top(inputs.sensitivity["remove_image"], inputs.response_mask, real, 0.3)
+    perception = brute_force_top([torch.tensor(v) for v in SENSITIVITY], inputs.response_mask, real, 0.3)
     for row in range(3):
         assert result.sets["reasoning"][row].tolist() == reasoning[row].tolist()
         assert result.sets["perception"][row].tolist() == perception[row].tolist()
@@ -122,7 +130,7 @@ def test_tor_entry_selects_and_weights_as_a_brute_force(inputs, top_p):
         ]
         assert result.weights[row].tolist() == pytest.approx(expected)
     assert result.weights[3].tolist() == [0.0, 0.0]  # padding: no selection, no weight
-    assert result.scores["reasoning"] is entropy
+    assert all(torch.equal(a, b[: len(a)]) for a, b in zip(result.scores["reasoning"][:3], entropy, strict=False))
     # 11 valid tokens: ⌈0.3·11⌉ = 4 perception tokens: 2.0, 1.5 and one of three tied at 0.3 (sample 0's).
     assert sum(int(mask.sum()) for mask in result.sets["perception"]) == 4
     assert result.thresholds["perception"] == pytest.approx(0.3)
@@ -130,18 +138,18 @@ def test_tor_entry_selects_and_weights_as_a_brute_force(inputs, top_p):
 
 
 def test_grpo_entry_weights_every_valid_token_one(inputs):
-    result = AUDIT_METHODS["grpo"].compute(inputs, ToRConfig())
+    result = _method("grpo").compute(inputs)
     assert [w.tolist() for w in result.weights] == [[1, 1, 1, 0], [1, 1, 1], [1, 1, 1, 1, 1], [0, 0]]
     assert result.sets == {} and result.scores == {} and result.counterfactual is None
 
 
 def test_method_table_names_unknown_methods_and_lists_the_passes():
-    with pytest.raises(ValueError, match=r"unknown method\(s\) vppo, nope; known: tor, grpo"):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) nope; known: tor, grpo, entropy_top20, vppo, pgpo"):
         resolve_methods(["tor", "vppo", "nope"])
-    methods = resolve_methods(["grpo", "tor", "tor"])
-    assert [m.name for m in methods] == ["grpo", "tor"]
-    assert counterfactuals_needed(methods, ToRConfig()) == ["remove_image"]
-    assert counterfactuals_needed(resolve_methods(["grpo"]), ToRConfig()) == []
+    methods = resolve_methods(["grpo", "tor", "tor", "vppo", "pgpo", "entropy_top20"])
+    assert [m.name for m in methods] == ["grpo", "tor", "vppo", "pgpo", "entropy_top20"]
+    assert counterfactuals_needed(methods) == ["remove_image", "black_patches", "mask_image_attention"]
+    assert counterfactuals_needed(resolve_methods(["grpo", "entropy_top20"])) == []
 
 
 def test_audit_settings_section():
@@ -198,7 +206,7 @@ def test_build_audit_counts_overlaps_correlations_and_ground_truth_by_hand():
         counterfactual=None,
         config={},
     )
-    methods = [AUDIT_METHODS["tor"], AUDIT_METHODS["grpo"]]  # names only: the results are the hand-made ones
+    methods = [_method("tor"), _method("grpo")]  # names only: the results are the hand-made ones
     audit = build_audit(samples, methods, {"tor": a, "grpo": b}, {}, {"model": "m"}, {"u0": ["data:,"]})
 
     assert audit["n_samples"] == 2 and audit["n_valid_tokens"] == 7
@@ -326,7 +334,7 @@ def test_cpu_command_is_one_step_without_update_save_or_validation(tiny_model_di
     assert command.count("--config-name") == 1 and command[command.index("--config-name") + 1] == "tor_trainer"
     values = overrides_of(command)
     assert values["trainer.v1.trainer_mode"] == "tor_audit"
-    assert values["tor_audit.methods"] == "[tor,grpo]" and values["tor_audit.out"] == str(tmp_path / "work")
+    assert values["tor_audit.methods"] == "[tor,grpo,entropy_top20,vppo,pgpo]" and values["tor_audit.out"] == str(tmp_path / "work")
     assert values["data.train_batch_size"] == "3" and values["actor_rollout_ref.rollout.n"] == "2"
     assert values["trainer.total_training_steps"] == "1" and values["trainer.save_freq"] == "-1"
     assert values["trainer.val_before_train"] == "false" and values["trainer.resume_mode"] == "disable"

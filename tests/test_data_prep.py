@@ -536,6 +536,8 @@ def test_converter_writes_verl_rows(converted, name):
             assert message["content"].count("<image>") == len(row["images"]) == image_count
             assert "<think>" in message["content"] and "\\boxed{}" in message["content"]
             assert row["extra_info"]["question"].strip() in message["content"]
+            if "<image>" not in row["extra_info"]["question"]:  # images first, the question right after them
+                assert message["content"].startswith("<image>" * image_count + row["extra_info"]["question"].strip())
             for image in row["images"]:
                 assert Image.open(io.BytesIO(image["bytes"])).size == (64, 48)
         entry = manifest["splits"][split]

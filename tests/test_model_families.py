@@ -167,7 +167,7 @@ def test_vision_block_spec_refuses_models_it_cannot_handle(processors):
 def test_position_rows_follow_verl_agent_loop(processors):
     """(4, L) positions exactly when the processor has a rope index, which is veRL's agent-loop rule."""
     processor = processors["qwen3_5"]
-    without_rope_index = SimpleNamespace(image_token_id=processor.image_token_id)
+    without_rope_index = SimpleNamespace(image_token_id=processor.image_token_id, tokenizer=processor.tokenizer)
     assert vision_block_spec(without_rope_index, processor.config).position_rows is None
 
 
@@ -211,42 +211,92 @@ def test_image_removed_prompt_is_the_conversation_rendered_without_images(family
     assert not torch.equal(rows[0]["position_ids"][1:], torch.arange(len(rows[0]["input_ids"])).expand(3, -1))
 
 
-@pytest.mark.parametrize("family", [f for f in ALL_FAMILIES if FAMILIES[f].regex_split])
-def test_text_that_meets_across_a_removed_block_is_not_retokenized(family, processors):
-    """Deleting a block between ``.\\n`` and ``\\n`` leaves ``.\\n`` + ``\\n`` where a re-rendering has ``.\\n\\n``.
+# A hand-written BPE with the merges of the released Qwen vocabularies that text meeting across a deleted block
+# exercises (newline runs, newlines after punctuation, words with their leading space), split with the real regex.
+RELEASED_MERGES = (
+    ".\n", ".\n\n", "?\n", "?\n\n", ":\n", ":\n\n", "\n\n", "\n\n\n", "  ",
+    "user", "system", "assistant", "think", "Answer", " briefly", "What", " colour", " is", " the", " image",
+    "Look", " at", " figure", "First", "Second", " Which", " larger", " Compare", " two", " red", " this",
+)  # fmt: skip
+# Prompts as data_prep writes them and veRL's RLHFDataset turns them into content lists (split at "<image>").
+DATASET_PROMPTS = {
+    "image, newline, question (data_prep before the fix)": "<image>\nWhat colour is the image?",
+    "image, question (data_prep now)": "<image>What colour is the image?",
+    "image in the middle": "Look at the figure.\n<image>\nWhat colour is the image?",
+    "two images, newline": "<image><image>\nCompare the two.",
+    "two images in the text": "First:\n<image>\n\nSecond:\n<image>\nWhich is larger?",
+    "image at the end": "What colour is this?\n<image>",
+}
+# The families in which deleting the blocks alone leaves other tokens: newlines that merge across a block, and
+# Qwen3.5's trim of the turn (its "\n" after a leading image, its "\n" before a final one).
+DELETION_ALONE_DIFFERS = {
+    "image, newline, question (data_prep before the fix)": {"qwen2_5_vl", "qwen3_vl", "qwen3_5"},
+    "image, question (data_prep now)": set(),
+    "image in the middle": {"qwen2_5_vl", "qwen3_vl", "qwen3_5"},
+    "two images, newline": {"qwen2_5_vl", "qwen3_vl", "qwen3_5"},
+    "two images in the text": {"qwen2_5_vl", "qwen3_vl", "qwen3_5"},
+    "image at the end": {"qwen3_5"},
+}
 
-    Same text, other tokens: the image-removed pass deletes tokens and does not re-tokenize. The released Qwen
-    tokenizers (Qwen2.5-VL's included; its tiny one does not pre-tokenize) hold ``.\\n\\n`` as one token, as the
-    tiny ones of these families do.
-    """
-    processor = processors[family]
-    content = [{"type": "text", "text": "Look.\n"}, {"type": "image"}, {"type": "text", "text": "\n" + QUESTION}]
-    row = agent_loop_row(processor, [{"role": "user", "content": content}], [_image((1, 2, 3))], [1])
-    removed, _ = image_removed_rows(processor, [row])
-    without = [part for part in content if part["type"] == "text"]
-    scratch = agent_loop_row(processor, [{"role": "user", "content": without}], None, [1])
-    got, expected = as_list(removed["prompts"])[0], scratch["prompts"]
+
+@pytest.fixture(scope="module")
+def released_merges_processors(tmp_path_factory):
+    """veRL's ``hf_processor`` of a tiny model per family whose tokenizer has :data:`RELEASED_MERGES`."""
+    from verl.utils import hf_processor
+
+    from verl_tor.testing.tiny_model import build_tiny_model
+
+    class Processors(dict):
+        def __missing__(self, family):
+            out = build_tiny_model(str(tmp_path_factory.mktemp(f"merges_{family}")), family, pieces=RELEASED_MERGES)
+            self[family] = hf_processor(out)
+            return self[family]
+
+    return Processors()
+
+
+def _dataset_messages(processor, content: str, images: list) -> list[dict]:
+    """veRL's own ``RLHFDataset._build_messages`` of a one-turn prompt (with a system turn)."""
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    dataset = SimpleNamespace(image_key="images", video_key="videos", audio_key="audios", processor=processor)
+    example = {
+        "prompt": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": content}],
+        "images": images,
+    }
+    return RLHFDataset._build_messages(dataset, example, "prompt")
+
+
+@pytest.mark.parametrize("prompt", DATASET_PROMPTS)
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_5"])
+def test_image_removed_prompt_is_the_tokenized_image_free_conversation(family, prompt, released_merges_processors):
+    """With the released vocabularies' merges, deleting the blocks alone leaves other tokens than the image-free
+    conversation (``"\n"`` + ``"\n"`` for ``"\n\n"``, and Qwen3.5 trims each turn); the pass re-tokenizes."""
+    processor = released_merges_processors[family]
+    content = DATASET_PROMPTS[prompt]
+    images = [_image((200, 30, 30)), _image((20, 40, 220), 84)][: content.count("<image>")]
+    messages = _dataset_messages(processor, content, images)
     tokenizer = processor.tokenizer
-    assert tokenizer.decode(got) == tokenizer.decode(expected)
-    assert len(got) == len(expected) + 1
-    assert tokenizer.convert_tokens_to_ids(".ĊĊ") in expected.tolist()
+    response = tokenizer.encode(" red") + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    row = agent_loop_row(
+        processor, messages, [part["image"] for m in messages for part in _parts(m, "image")], response
+    )
+    without = [{**m, "content": _parts(m, "text")} if isinstance(m["content"], list) else m for m in messages]
+    scratch = agent_loop_row(processor, without, None, response)
+    removed, kept = image_removed_rows(processor, [row])
+    assert kept == [0]
+    got = as_list(removed["prompts"])[0]
+    assert tokenizer.convert_ids_to_tokens(got) == tokenizer.convert_ids_to_tokens(scratch["prompts"])
+    assert torch.equal(as_list(removed["input_ids"])[0], scratch["input_ids"])
+    assert torch.equal(as_list(removed["position_ids"])[0], scratch["position_ids"])
+    # Where the text around a block merges or a turn is trimmed, deleting alone does not give these tokens.
+    spec = vision_block_spec(processor, processor.config)
+    deleted_only = row["prompts"][~_block_mask(row["prompts"], spec)]
+    assert (deleted_only.tolist() != scratch["prompts"].tolist()) == (family in DELETION_ALONE_DIFFERS[prompt])
 
 
-def test_qwen3_5_template_trims_what_deleting_the_image_keeps(processors):
-    """Qwen3.5 trims each turn's content: a newline right after a leading image survives deletion, not re-rendering.
-
-    Qwen3-VL renders the content as is: the same text either way (tokenized differently, see the test above).
-    """
-    content = [{"type": "image"}, {"type": "text", "text": "\n" + QUESTION}]
-    for family, extra_text in (("qwen3_5", "\n"), ("qwen3_vl", "")):
-        processor = processors[family]
-        row = agent_loop_row(processor, [{"role": "user", "content": content}], [_image((1, 2, 3))], [1])
-        removed, _ = image_removed_rows(processor, [row])
-        scratch = agent_loop_row(processor, [{"role": "user", "content": content[1:]}], None, [1])
-        got, expected = (
-            processor.tokenizer.decode(ids) for ids in (as_list(removed["prompts"])[0], scratch["prompts"])
-        )
-        assert got == expected.replace("user\n", "user\n" + extra_text, 1)
+def _parts(message: dict, kind: str) -> list[dict]:
+    return [part for part in message["content"] if part["type"] == kind] if isinstance(message["content"], list) else []
 
 
 @pytest.mark.parametrize("family", ["qwen3_vl", "qwen3_5"])

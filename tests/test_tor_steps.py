@@ -273,7 +273,6 @@ def test_tor_section_defaults_are_the_paper_settings():
     [
         ({"perception_quantile": 1.5}, "tor.perception_quantile"),
         ({"reasoning_quantile": -0.1}, "tor.reasoning_quantile"),
-        ({"method": "vppo"}, "tor.counterfactual"),  # black_patches: not built by this trainer yet
         ({"method": "grpo", "perception_weight": 0.5}, "tor.perception_weight"),  # GRPO has no T_p to weight
         ({"method": "vppo", "reasoning_quantile": 0.3}, "tor.scope"),  # a batch-level T_r with per-response scope
         ({"perception_weight": -0.1}, "tor.perception_weight"),
@@ -287,6 +286,15 @@ def test_tor_section_defaults_are_the_paper_settings():
 def test_bad_tor_values_name_the_key(tor, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         read_tor_section(_config(tor))
+
+
+def test_every_counterfactual_a_method_can_name_is_built_by_the_trainers_pass():
+    from verl_tor.counterfactual import COUNTERFACTUALS as BUILT
+    from verl_tor.methods.config import COUNTERFACTUALS as NAMED
+
+    assert set(NAMED) == set(BUILT)
+    for method in ("tor", "vppo", "pgpo"):
+        assert read_tor_section(_config({"method": method}))[0]
 
 
 def test_missing_section_and_incompatible_verl_settings_are_named():
@@ -409,7 +417,7 @@ def test_image_removed_pass_runs_with_the_old_log_prob_weights_in_every_mode(mod
     def image_removed_pass(self, batch, metrics, forward):
         forward("image removed")
 
-    monkeypatch.setattr(trainer_cls, "_compute_visual_sensitivity", image_removed_pass)
+    monkeypatch.setattr(trainer_cls, "_compute_counterfactual_log_probs", image_removed_pass)
     batch = KVBatchMeta(keys=["a"], tags=[{}])
     assert trainer._compute_old_log_prob(batch, {}) is batch
     expected = "pi_old" if mode == "separate_async" or local_update == 0 else "current"

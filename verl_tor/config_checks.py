@@ -13,6 +13,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
+from verl_tor.counterfactual import COUNTERFACTUALS
 from verl_tor.inspect.record import InspectConfig
 from verl_tor.methods.config import TokenCreditConfig
 from verl_tor.policy_loss import loss_mode, weight_target
@@ -20,9 +21,6 @@ from verl_tor.policy_loss import loss_mode, weight_target
 TARGET_MODULE = "verl.utils.config"
 TOR_MODE_PREFIX = "tor_"
 """``trainer.v1.trainer_mode=tor_<mode>`` runs veRL's trainer mode ``<mode>`` with ToR (``verl_tor.trainer``)."""
-AVAILABLE_COUNTERFACTUALS = ("remove_image",)
-"""The counterfactual inputs the trainer's pass can build (``verl_tor.counterfactual``); the methods may name others
-(``verl_tor.methods.config.COUNTERFACTUALS``), which stop at start-up until the pass builds them."""
 
 
 def read_tor_section(config: DictConfig) -> tuple[bool, TokenCreditConfig]:
@@ -57,11 +55,10 @@ def read_tor_section(config: DictConfig) -> tuple[bool, TokenCreditConfig]:
                 "tor.enable=true needs old log-probs recomputed by the actor (its forward gives the entropy): "
                 "set algorithm.rollout_correction.bypass_mode=false"
             )
-        if tor.uses_perception_score and tor.counterfactual not in AVAILABLE_COUNTERFACTUALS:
+        if tor.uses_perception_score and tor.counterfactual not in COUNTERFACTUALS:
             raise ValueError(
-                f"tor.counterfactual={tor.counterfactual} (tor.method={tor.method}) is not built by this trainer yet; "
-                f"available: {', '.join(AVAILABLE_COUNTERFACTUALS)} (e.g. tor.counterfactual=remove_image runs the "
-                "method with the image removed instead)"
+                f"tor.counterfactual={tor.counterfactual} (tor.method={tor.method}) is not built by the trainer's "
+                f"counterfactual pass; available: {', '.join(COUNTERFACTUALS)}"
             )
         truncated = tor.uses_reasoning_score and tor.entropy_top_p < 1.0
         if truncated and config.actor_rollout_ref.model.get("use_fused_kernels", False):

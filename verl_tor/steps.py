@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict
+from tensordict import NonTensorStack, TensorDict
 
 from verl_tor.methods.config import TokenCreditConfig
 from verl_tor.methods.weights import token_weights
@@ -48,6 +48,10 @@ def pad_rows_to_multiple(batch: TensorDict, multiple: int) -> TensorDict:
         return batch
     fields = {}
     for key, value in batch.items():
+        if isinstance(value, NonTensorStack):  # per-sample python objects (multi_modal_inputs)
+            items = value.tolist()
+            fields[key] = NonTensorStack(*items, *[items[0]] * missing)
+            continue
         rows = as_list(value)
         fields[key] = nested_rows(rows + [rows[0]] * missing)
     return TensorDict(fields, batch_size=[len(batch) + missing])

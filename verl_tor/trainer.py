@@ -8,9 +8,10 @@ batches, weight sync, partial rollouts) unchanged:
 1. old log-probs: veRL's forward also returns the top-p entropy of each token (``engine_truncated_entropy``) when
    the method has a reasoning set and ``tor.entropy_top_p < 1``; at p = 1 veRL's own entropy is the score;
 2. right after that forward, with the same weights, the counterfactual pass (when the method's weights depend on
-   the perception score): the old policy scores each image sample's response without its image
-   (``counterfactual``), through the actor worker group at the rollout temperature; log π(o_t | ∅) is stored in
-   TransferQueue;
+   the perception score): the old policy scores each image sample's response under the counterfactual input
+   ``tor.counterfactual`` (the image removed, its attention masked, its patches blackened or masked, noise on its
+   pixels: ``verl_tor.counterfactual``), through the actor worker group at the rollout temperature;
+   log π(o_t | ∅) is stored in TransferQueue (the old log-probs for samples without an image, so Δ = 0 there);
 3. after veRL's advantages: the method's token weights over the rollout batch (``verl_tor.methods``, chosen by
    ``tor.method``) multiply each token's policy-loss term: through its advantage (for w ≥ 0 exactly the weighted
    clipped surrogate, also under DAPO's dual clip) or, for loss modes not homogeneous in the advantage, through
@@ -29,7 +30,7 @@ What "the rollout batch" and "the old policy" are in each mode:
 - ``separate_async``: one local update, ``train_batch_size / parameter_sync_step`` prompts: each of the
   ``parameter_sync_step`` updates per step selects over its own samples; the scores come from the weights veRL
   computes that update's old log-probs with (π_old of the sync cycle, restored from CPU for updates after the
-  first), because the image-removed pass runs right after that forward, before veRL puts the current weights back.
+  first), because the counterfactual pass runs right after that forward, before veRL puts the current weights back.
 
 Per-update ``tor/*`` metrics of a step with several local updates are combined by veRL's ``MetricsAggregator``
 (sample-weighted means; ``.../max`` and ``.../min`` by max and min).
@@ -62,6 +63,7 @@ from verl_tor.config_checks import (
     read_inspect_section,
     read_tor_section,
 )
+from verl_tor.counterfactual import REQUIRED_FIELDS, Samples, counterfactual_batch
 from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.inspect.record import InspectRecorder, StepBatch
@@ -123,6 +125,8 @@ class ToRSteps:
         if self.perception_changes_weights:
             hf_config = self.processor.config if self.processor is not None else None
             self.vision_spec = vision_block_spec(self.processor, hf_config)
+            # The random counterfactuals draw per sample from this, the step and the sample's content.
+            self.counterfactual_seed = int(self.config.data.get("seed", None) or 0)
         self.inspect_recorder = None
         if self.inspect.enabled:
             self.inspect_recorder = InspectRecorder(
@@ -169,7 +173,7 @@ class ToRSteps:
 
     @contextlib.contextmanager
     def _after_old_log_prob_forward(self, batch: KVBatchMeta, metrics: dict) -> Iterator[None]:
-        """Run the image-removed pass right after veRL's old-log-prob forward, with the weights it used.
+        """Run the counterfactual pass right after veRL's old-log-prob forward, with the weights it used.
 
         A mode may change the actor's weights around that forward (``separate_async`` restores π_old from CPU for
         later local updates and puts the current weights back afterwards); hooking the worker call for the
@@ -184,7 +188,7 @@ class ToRSteps:
             if not ran:
                 ran.append(True)
                 with marked_timer("tor_counterfactual", self.timing_raw, color="purple"):
-                    self._compute_visual_sensitivity(batch, metrics, forward)
+                    self._compute_counterfactual_log_probs(batch, metrics, forward)
             return output
 
         worker_group.compute_log_prob = compute_log_prob
@@ -194,14 +198,16 @@ class ToRSteps:
             worker_group.compute_log_prob = forward
         if not ran:
             raise RuntimeError(
-                "veRL computed the old log-probs without the actor's compute_log_prob, so ToR's image-removed pass "
+                "veRL computed the old log-probs without the actor's compute_log_prob, so ToR's counterfactual pass "
                 "has no forward to follow (algorithm.rollout_correction.bypass_mode must be false)"
             )
 
-    def _compute_visual_sensitivity(self, batch: KVBatchMeta, metrics: dict, forward: Callable) -> None:
-        """Score each image sample's response without its image through ``forward`` (the actor's
-        ``compute_log_prob``) and store |Δ log π| per response token (0 for samples without an image)."""
-        fields = ["prompts", "responses", "response_mask", "log_probs"]
+    def _compute_counterfactual_log_probs(self, batch: KVBatchMeta, metrics: dict, forward: Callable) -> None:
+        """Score each image sample's response under ``tor.counterfactual`` through ``forward`` (the actor's
+        ``compute_log_prob``) and store log π(o_t | ∅) per response token (a sample without an image: its own
+        old log-probs, Δ = 0) and a per-sample image flag."""
+        kind = self.tor.counterfactual
+        fields = sorted({*REQUIRED_FIELDS[kind], "log_probs"})
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         is_padding = [tag.get("is_padding", False) for tag in batch.tags]
         prompts, responses, response_mask = (as_list(data[key]) for key in ("prompts", "responses", "response_mask"))
@@ -210,31 +216,39 @@ class ToRSteps:
 
         real = [i for i, pad in enumerate(is_padding) if not pad]
         require_no_images_in_responses([responses[i] for i in real], self.vision_placeholder_ids)
-        removed, rows = self.vision_spec.image_removed_batch(
-            [prompts[i] for i in real], [responses[i] for i in real], [response_mask[i] for i in real]
+        positions = as_list(data["position_ids"]) if "position_ids" in fields else None
+        inputs = non_tensor_list(data["multi_modal_inputs"]) if "multi_modal_inputs" in fields else None
+        samples = Samples(
+            prompts=[prompts[i] for i in real],
+            responses=[responses[i] for i in real],
+            response_masks=[response_mask[i] for i in real],
+            position_ids=None if positions is None else [positions[i] for i in real],
+            multi_modal_inputs=None if inputs is None else [inputs[i] for i in real],
+        )
+        counterfactual, rows = counterfactual_batch(
+            kind, self.vision_spec, samples, seed=self.counterfactual_seed, step=self.global_steps
         )
         rows = [real[r] for r in rows]
-        removed_log_probs: list[torch.Tensor] = []
-        if removed is not None:
+        computed: list[torch.Tensor] = []
+        if counterfactual is not None:
             # veRL splits the request evenly over data-parallel ranks, then into fixed-size micro-batches.
             dp_size = max(self.actor_rollout_wg._dispatch_info["actor"]) + 1
             actor = self.config.actor_rollout_ref
             micro = 1 if actor.actor.use_dynamic_bsz else actor.rollout.log_prob_micro_batch_size_per_gpu
-            request = pad_rows_to_multiple(removed, dp_size * micro)
+            request = pad_rows_to_multiple(counterfactual, dp_size * micro)
             tu.assign_non_tensor(
                 request, temperature=actor.rollout.temperature, calculate_entropy=False, compute_loss=False
             )
             output = forward(request)
-            removed_log_probs = as_list(response_from_nested(output["log_probs"], request["response_mask"]))
-            removed_log_probs = removed_log_probs[: len(rows)]
+            computed = as_list(response_from_nested(output["log_probs"], request["response_mask"]))[: len(rows)]
 
-        counterfactual, has_image = counterfactual_rows(old_log_probs, removed_log_probs, rows)
-        fields = {COUNTERFACTUAL_LOG_PROBS: nested_rows(counterfactual), HAS_IMAGE: torch.tensor(has_image)}
+        counterfactual_log_probs, has_image = counterfactual_rows(old_log_probs, computed, rows)
+        fields = {COUNTERFACTUAL_LOG_PROBS: nested_rows(counterfactual_log_probs), HAS_IMAGE: torch.tensor(has_image)}
         tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=TensorDict(fields, len(batch)))
         all_tokens = sum(len(prompts[i]) + len(responses[i]) for i in real)
-        removed_tokens = sum(len(ids) for ids in as_list(removed["input_ids"])) if removed is not None else 0
+        forward_tokens = sum(len(ids) for ids in as_list(counterfactual["input_ids"])) if rows else 0
         metrics["tor/image_sample_fraction"] = len(rows) / max(len(real), 1)
-        metrics["tor/counterfactual_token_fraction"] = removed_tokens / max(all_tokens, 1)
+        metrics["tor/counterfactual_token_fraction"] = forward_tokens / max(all_tokens, 1)
 
     def _compute_advantage(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         batch = super()._compute_advantage(batch, metrics)

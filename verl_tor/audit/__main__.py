@@ -130,7 +130,8 @@ def recipe_command(recipe: str) -> tuple[dict[str, str], list[str]]:
     done = subprocess.run(["bash", recipe], capture_output=True, text=True, env=env, timeout=300)
     if done.returncode != 0:
         raise AuditInputError(f"DRY_RUN=1 bash {recipe} failed:\n{done.stderr[-2000:]}")
-    words = shlex.split(done.stdout.strip().splitlines()[-1])
+    # The recipes print one override per line with backslash continuations.
+    words = shlex.split(done.stdout.replace("\\\n", " "))
     if "verl.trainer.main_ppo" not in words:
         raise AuditInputError(f"{recipe} does not print a main_ppo command under DRY_RUN=1: {words[:6]}")
     start = words.index("verl.trainer.main_ppo") + 1

@@ -1,22 +1,23 @@
-"""The one table the audit reads methods from: name -> which counterfactual it needs, and (scores) -> sets, weights.
+"""The methods the audit compares: every preset of the registry (``verl_tor.methods``, ``tor.method=<name>``).
 
-Every entry calls the trainer's own code for its scores, sets and weights (``verl_tor.steps``), so what the audit
-shows is what training with that method would do on the same tokens. When the method registry
-(``tor.method=<name>``, ``verl_tor.methods``) lands, this table is where it plugs in: ``AUDIT_METHODS`` becomes a
-view of the registry and :class:`ScoreInputs` gains the signed counterfactual log-probs the registry's perception
-scores read (today the trainer's pass stores |Δ log π| only).
+Each audited method is its preset resolved exactly as a training run resolves ``tor.method=<name>``
+(``TokenCreditConfig.from_mapping``), and its scores, sets and weights come from the trainer's own function
+(``verl_tor.steps.batch_token_credit``) on the scores of the same rollout batch, so what the audit shows is what
+training with that method would do on these tokens.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 
-from verl_tor.methods.tor import ToRConfig
-from verl_tor.steps import batch_token_sets, batch_token_weights
+from verl_tor.methods.config import TokenCreditConfig
+from verl_tor.methods.registry import METHODS
+from verl_tor.steps import batch_token_credit
+
+DEFAULT_METHODS = tuple(METHODS)
 
 
 @dataclass
@@ -27,15 +28,22 @@ class ScoreInputs:
         response_mask: which response tokens are trained on.
         is_padding: veRL's data-parallel padding rows (take no part in any selection).
         entropy: veRL's full-vocabulary entropy of each token's next-token distribution (the old-log-prob forward).
-        truncated_entropy: the top-p entropy of the same forward (``tor.entropy_top_p`` < 1), else None.
-        sensitivity: per counterfactual name, |log π(o_t | I) − log π(o_t | ∅)| of each token (0 without an image).
+        truncated_entropy: the top-p entropy of the same forward at ``truncated_top_p``, else None.
+        truncated_top_p: the p of ``truncated_entropy`` (the run's ``tor.entropy_top_p``).
+        old_log_probs: log π(o_t | I) of the same forward.
+        counterfactual_log_probs: per counterfactual name, log π(o_t | ∅) of each token (its own log-prob when the
+            sample has no image).
+        has_image: per sample, whether its prompt has an image.
     """
 
     response_mask: list[torch.Tensor]
     is_padding: list[bool]
     entropy: list[torch.Tensor]
     truncated_entropy: list[torch.Tensor] | None
-    sensitivity: dict[str, list[torch.Tensor]]
+    truncated_top_p: float | None
+    old_log_probs: list[torch.Tensor]
+    counterfactual_log_probs: dict[str, list[torch.Tensor]]
+    has_image: list[bool]
 
 
 @dataclass
@@ -61,65 +69,80 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class AuditMethod:
-    """A token-credit method as the audit runs it."""
+    """A registered method as the audit runs it: its resolved preset."""
 
     name: str
     description: str
-    counterfactual: Callable[[ToRConfig], str | None]
-    """The counterfactual input its perception score needs (None: no extra pass), given the run's ``tor:`` section."""
-    compute: Callable[[ScoreInputs, ToRConfig], MethodResult]
+    config: TokenCreditConfig
+
+    @property
+    def counterfactual(self) -> str | None:
+        """The counterfactual input its perception score needs (None: no extra pass)."""
+        return self.config.counterfactual if self.config.uses_perception_score else None
+
+    def compute(self, inputs: ScoreInputs) -> MethodResult:
+        """The trainer's weights of this method on ``inputs`` (``batch_token_credit``)."""
+        cfg = self.config
+        scores = {}
+        if cfg.uses_reasoning_score:
+            scores["reasoning_score"] = reasoning_score(inputs, cfg.entropy_top_p, self.name)
+        if self.counterfactual is not None:
+            scores["old_log_probs"] = inputs.old_log_probs
+            scores["counterfactual_log_probs"] = inputs.counterfactual_log_probs[self.counterfactual]
+            scores["has_image"] = inputs.has_image
+        credit = batch_token_credit(cfg, inputs.response_mask, inputs.is_padding, **scores)
+        names = []
+        if cfg.uses_reasoning_score:
+            names.append("reasoning")
+        if cfg.uses_perception_score:
+            names.append("perception")
+        sets = {"reasoning": credit.reasoning, "perception": credit.perception}
+        values = {"reasoning": credit.reasoning_score, "perception": credit.perception_score}
+        # PGPO's soft weights select no set: they weight every token by its perception score.
+        selected = [name for name in names if cfg.use == "set_weights"]
+        return MethodResult(
+            scores={name: values[name] for name in names},
+            sets={name: sets[name] for name in selected},
+            weights=credit.weights,
+            thresholds={name: credit.metrics[f"{name}_threshold"] for name in selected},
+            counterfactual=self.counterfactual,
+            config=asdict(cfg),
+        )
 
 
-def _tor(inputs: ScoreInputs, cfg: ToRConfig) -> MethodResult:
-    """ToR (arXiv 2603.25077) exactly as the trainer weights: ``verl_tor.steps`` on the same scores."""
-    entropy = inputs.entropy if cfg.entropy_top_p == 1.0 else inputs.truncated_entropy
-    if entropy is None:
-        raise ValueError("the old-log-prob forward returned no truncated entropy for tor.entropy_top_p < 1")
-    sensitivity = inputs.sensitivity[cfg.counterfactual]
-    args = (inputs.response_mask, entropy, sensitivity, inputs.is_padding, cfg)
-    weights, metrics = batch_token_weights(*args)
-    reasoning, perception = batch_token_sets(*args)
-    return MethodResult(
-        scores={"reasoning": entropy, "perception": sensitivity},
-        sets={"reasoning": reasoning, "perception": perception},
-        weights=weights,
-        thresholds={"reasoning": metrics["reasoning_threshold"], "perception": metrics["perception_threshold"]},
-        counterfactual=cfg.counterfactual,
-        config=dataclasses.asdict(cfg),
-    )
-
-
-def _grpo(inputs: ScoreInputs, cfg: ToRConfig) -> MethodResult:
-    """GRPO: every valid token has weight 1 (no selection): the baseline under identical settings."""
-    weights = [
-        torch.zeros(len(mask)) if pad else mask.float()
-        for mask, pad in zip(inputs.response_mask, inputs.is_padding, strict=True)
-    ]
-    return MethodResult(scores={}, sets={}, weights=weights, thresholds={}, counterfactual=None, config={})
-
-
-AUDIT_METHODS: dict[str, AuditMethod] = {
-    "tor": AuditMethod(
-        "tor",
-        "ToR: top α_r by top-p entropy (T_r), top α_p by |Δ log π| without the image (T_p), weights γ (Eq. 9)",
-        lambda cfg: cfg.counterfactual,
-        _tor,
-    ),
-    "grpo": AuditMethod("grpo", "GRPO: every token weight 1", lambda cfg: None, _grpo),
-}
-DEFAULT_METHODS = ("tor", "grpo")
+def reasoning_score(inputs: ScoreInputs, top_p: float, method: str) -> list[torch.Tensor]:
+    """The forward's entropy at ``top_p``: veRL's full entropy at p = 1, else the run's truncated entropy."""
+    if top_p == 1.0:
+        return inputs.entropy
+    if inputs.truncated_entropy is None or inputs.truncated_top_p != top_p:
+        raise ValueError(
+            f"method {method} needs the top-p entropy at p = {top_p}, but the forward computed it at "
+            f"p = {inputs.truncated_top_p} (tor.entropy_top_p): audit it in a run with tor.entropy_top_p={top_p}"
+        )
+    return inputs.truncated_entropy
 
 
 def resolve_methods(names: Sequence[str]) -> list[AuditMethod]:
-    """The table's entries for ``names`` (in order, without repeats); ``ValueError`` naming an unknown one."""
-    unknown = [name for name in names if name not in AUDIT_METHODS]
+    """The registry's presets for ``names`` (in order, without repeats); ``ValueError`` naming an unknown one."""
+    unknown = [name for name in names if name not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(AUDIT_METHODS)}")
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
     if not names:
-        raise ValueError(f"no method to audit; known: {', '.join(AUDIT_METHODS)}")
-    return [AUDIT_METHODS[name] for name in dict.fromkeys(names)]
+        raise ValueError(f"no method to audit; known: {', '.join(METHODS)}")
+    return [
+        AuditMethod(name, METHODS[name].paper, TokenCreditConfig.from_mapping({"method": name}))
+        for name in dict.fromkeys(names)
+    ]
 
 
-def counterfactuals_needed(methods: Sequence[AuditMethod], cfg: ToRConfig) -> list[str]:
+def counterfactuals_needed(methods: Sequence[AuditMethod]) -> list[str]:
     """The distinct counterfactual passes ``methods`` need, in order of first use."""
-    return list(dict.fromkeys(c for method in methods if (c := method.counterfactual(cfg)) is not None))
+    return list(dict.fromkeys(m.counterfactual for m in methods if m.counterfactual is not None))
+
+
+def truncated_top_p(methods: Sequence[AuditMethod]) -> float | None:
+    """The one top-p < 1 the methods' reasoning scores need (the forward computes one); None if none needs one."""
+    wanted = {m.config.entropy_top_p for m in methods if m.config.uses_reasoning_score} - {1.0}
+    if len(wanted) > 1:
+        raise ValueError(f"the audited methods need top-p entropies at several p ({sorted(wanted)}); audit them apart")
+    return next(iter(wanted), None)

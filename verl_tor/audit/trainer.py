@@ -33,14 +33,20 @@ from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.v1.trainer_base import get_trainer_cls, register_trainer
 
 from verl_tor.audit import AUDIT_HTML, AUDIT_JSON, AuditSettings
-from verl_tor.audit.methods import MethodResult, ScoreInputs, counterfactuals_needed, resolve_methods
+from verl_tor.audit.methods import (
+    MethodResult,
+    ScoreInputs,
+    counterfactuals_needed,
+    resolve_methods,
+    truncated_top_p,
+)
 from verl_tor.audit.page import render_page
 from verl_tor.audit.report import AuditSample, build_audit, json_ready
 from verl_tor.config_checks import TOR_MODE_PREFIX
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY
 from verl_tor.inspect.record import InspectConfig, InspectRecorder, images_from_patches, thumbnail_data_url
 from verl_tor.nested import as_list
-from verl_tor.trainer import VISUAL_SENSITIVITY, ToRSteps, non_tensor_list
+from verl_tor.trainer import COUNTERFACTUAL_LOG_PROBS, HAS_IMAGE, ToRSteps, non_tensor_list
 
 AUDIT_MODE = TOR_MODE_PREFIX + "audit"
 GIB = 2**30
@@ -93,14 +99,21 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
         self.audit = read_audit_section(config)
         self.audit_methods = resolve_methods(self.audit.methods)
         super().__init__(config)
-        self.audit_counterfactuals = counterfactuals_needed(self.audit_methods, self.tor)
+        wanted = truncated_top_p(self.audit_methods)
+        if wanted is not None and (not self.tor.uses_reasoning_score or wanted != self.tor.entropy_top_p):
+            raise ValueError(
+                f"the audited methods need the top-p entropy at p = {wanted}: set tor.entropy_top_p={wanted} "
+                "(the forward computes the run's tor.entropy_top_p)"
+            )
+        self.audit_counterfactuals = counterfactuals_needed(self.audit_methods)
         self.audit_passes: dict[str, dict[str, Any]] = {}
-        self.audit_sensitivity: dict[str, list[torch.Tensor]] = {}
+        self.audit_counterfactual_log_probs: dict[str, list[torch.Tensor]] = {}
+        self.audit_has_image: list[bool] = []
 
     @property
     def perception_changes_weights(self) -> bool:
         """The counterfactual passes run when an audited method needs one (not when ToR's γ would use it)."""
-        return bool(counterfactuals_needed(self.audit_methods, self.tor))
+        return bool(counterfactuals_needed(self.audit_methods))
 
     # ---- measuring the passes ------------------------------------------------------------------------------------
 
@@ -130,7 +143,7 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
                 return super()._compute_old_log_prob(batch, metrics)
         return super()._compute_old_log_prob(batch, metrics)
 
-    def _compute_visual_sensitivity(self, batch: KVBatchMeta, metrics: dict, forward: Callable) -> None:
+    def _compute_counterfactual_log_probs(self, batch: KVBatchMeta, metrics: dict, forward: Callable) -> None:
         """Right after veRL's old-log-prob forward (``ToRSteps._after_old_log_prob_forward``): one measured pass per
         counterfactual the audited methods need, each kept before the next overwrites the trainer's field."""
         with self._measured("old_log_prob", since=self._forward_start):
@@ -141,16 +154,19 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
                 self._counterfactual_pass(name, batch, pass_metrics, forward)
             self.audit_passes[name].update(pass_metrics)
             metrics.update(pass_metrics)
-            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=VISUAL_SENSITIVITY)
-            self.audit_sensitivity[name] = as_list(data[VISUAL_SENSITIVITY])
+            fields = [COUNTERFACTUAL_LOG_PROBS, HAS_IMAGE]
+            data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+            self.audit_counterfactual_log_probs[name] = as_list(data[COUNTERFACTUAL_LOG_PROBS])
+            self.audit_has_image = [bool(flag) for flag in data[HAS_IMAGE].tolist()]
 
     def _counterfactual_pass(self, name: str, batch: KVBatchMeta, metrics: dict, forward: Callable) -> None:
-        """The trainer's counterfactual pass ``name`` (today the one of ``tor.counterfactual``)."""
-        if name != self.tor.counterfactual:
-            raise ValueError(
-                f"the trainer has no counterfactual pass {name!r} (tor.counterfactual={self.tor.counterfactual})"
-            )
-        super()._compute_visual_sensitivity(batch, metrics, forward)
+        """The trainer's own counterfactual pass, building counterfactual ``name``."""
+        run_config = self.tor
+        self.tor = dataclasses.replace(run_config, counterfactual=name)
+        try:
+            super()._compute_counterfactual_log_probs(batch, metrics, forward)
+        finally:
+            self.tor = run_config
 
     # ---- no weighting, no update, no weight sync -------------------------------------------------------------------
 
@@ -170,8 +186,10 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
     # ---- the audit -----------------------------------------------------------------------------------------------
 
     def _write_audit(self, batch: KVBatchMeta) -> None:
-        fields = ["prompts", "responses", "response_mask", "entropy", "rm_scores", "extra_fields", "data_source", "uid"]
-        if self.tor.entropy_top_p < 1.0:
+        fields = ["prompts", "responses", "response_mask", "entropy", "old_log_probs", "rm_scores", "extra_fields"]
+        fields += ["data_source", "uid"]
+        truncated = self.tor.uses_reasoning_score and self.tor.entropy_top_p < 1.0
+        if truncated:
             fields.append(TRUNCATED_ENTROPY)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         is_padding = [tag.get("is_padding", False) for tag in batch.tags]
@@ -179,13 +197,16 @@ class ToRAuditTrainer(get_trainer_cls(TOR_MODE_PREFIX + "sync")):
             response_mask=as_list(data["response_mask"]),
             is_padding=is_padding,
             entropy=as_list(data["entropy"]),
-            truncated_entropy=as_list(data[TRUNCATED_ENTROPY]) if TRUNCATED_ENTROPY in fields else None,
-            sensitivity=self.audit_sensitivity,
+            truncated_entropy=as_list(data[TRUNCATED_ENTROPY]) if truncated else None,
+            truncated_top_p=self.tor.entropy_top_p if truncated else None,
+            old_log_probs=as_list(data["old_log_probs"]),
+            counterfactual_log_probs=self.audit_counterfactual_log_probs,
+            has_image=self.audit_has_image or [False] * len(is_padding),
         )
         results: dict[str, MethodResult] = {}
         for method in self.audit_methods:
             start = time.perf_counter()
-            results[method.name] = method.compute(inputs, self.tor)
+            results[method.name] = method.compute(inputs)
             self.audit_passes.setdefault(f"{method.name}_selection", {})["time_s"] = time.perf_counter() - start
 
         samples, images = self._samples(batch, data, is_padding)

@@ -364,11 +364,15 @@ def _without_image_decoding(dataset: datasets.Dataset) -> datasets.Dataset:
 
 
 def build_prompt(problem: Problem) -> str:
-    """The user message: ``<image>`` placeholders, question, options when listed, format instruction."""
+    """The user message: ``<image>`` placeholders (first, when the question has none), question, options when
+    listed, format instruction."""
     question = problem.question.strip()
     placeholders = question.count("<image>")
     if placeholders == 0:
-        question = "<image>" * len(problem.images) + "\n" + question
+        # Images first, the question right after them: nothing between a vision block and the text that could
+        # merge with the text's first token once the block is removed (ToR's image-removed prompt), the layout of
+        # Qwen's chat template for [image, text] content and of veRL's own multimodal examples.
+        question = "<image>" * len(problem.images) + question
     elif placeholders != len(problem.images):
         raise SkipRow(PLACEHOLDER_MISMATCH, f"{placeholders} <image> placeholders for {len(problem.images)} images")
     parts = [question]

@@ -385,7 +385,12 @@ def family_of(name: str) -> TinyFamily:
     return FAMILIES[name]
 
 
-def build_tokenizer(words: Sequence[str] = WORDS, alphabet: str | None = None, family: str = DEFAULT_FAMILY):
+def build_tokenizer(
+    words: Sequence[str] = WORDS,
+    alphabet: str | None = None,
+    family: str = DEFAULT_FAMILY,
+    pieces: Sequence[str] | None = None,
+):
     """A byte-level BPE ``PreTrainedTokenizerFast`` with the family's special tokens and chat template.
 
     Args:
@@ -393,34 +398,40 @@ def build_tokenizer(words: Sequence[str] = WORDS, alphabet: str | None = None, f
         alphabet: None keeps all 256 byte symbols; a text keeps only the byte symbols it and ``words`` use (a much
             smaller vocabulary for a task whose text is fixed; other characters are then dropped when encoding).
         family: a key of :data:`FAMILIES`.
+        pieces: instead of training on ``words``, a hand-written BPE: the 256 byte symbols plus each of these texts
+            as one token, merged left to right in the order given (merge ranks), split with the family's real
+            pre-tokenizer regex in every family (the released Qwen2.5-VL tokenizer's too). For tests that need the
+            merges of the released vocabularies (``"\n\n"``, ``".\n\n"``, ``" word"``) without downloading them.
     """
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     spec = family_of(family)
-    backend = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend = Tokenizer(models.BPE(*_handwritten_bpe(pieces, byte_level)) if pieces is not None else models.BPE())
     if spec.nfc_normalize:
         backend.normalizer = normalizers.NFC()
+    regex_split = spec.regex_split or pieces is not None
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(
-                Regex(spec.pretokenize_regex) if spec.regex_split else spec.pretokenize_regex, behavior="isolated"
+                Regex(spec.pretokenize_regex) if regex_split else spec.pretokenize_regex, behavior="isolated"
             ),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            byte_level,
         ]
     )
-    # Training on the word list (each with and without a leading space) until no pair repeats makes every
-    # word one token; BPE training is deterministic for a fixed corpus.
-    if alphabet is None:
-        initial_alphabet = pre_tokenizers.ByteLevel.alphabet()
-    else:
-        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        initial_alphabet = sorted({char for piece, _ in byte_level.pre_tokenize_str(alphabet) for char in piece})
-    trainer = trainers.BpeTrainer(
-        vocab_size=100_000, min_frequency=1, initial_alphabet=initial_alphabet, show_progress=False
-    )
-    corpus = [w for word in words for w in (word, " " + word)] + list(spec.boundary_merges)
-    backend.train_from_iterator(corpus, trainer=trainer)
+    if pieces is None:
+        # Training on the word list (each with and without a leading space) until no pair repeats makes every
+        # word one token; BPE training is deterministic for a fixed corpus.
+        if alphabet is None:
+            initial_alphabet = pre_tokenizers.ByteLevel.alphabet()
+        else:
+            initial_alphabet = sorted({char for piece, _ in byte_level.pre_tokenize_str(alphabet) for char in piece})
+        trainer = trainers.BpeTrainer(
+            vocab_size=100_000, min_frequency=1, initial_alphabet=initial_alphabet, show_progress=False
+        )
+        corpus = [w for word in words for w in (word, " " + word)] + list(spec.boundary_merges)
+        backend.train_from_iterator(corpus, trainer=trainer)
     backend.decoder = decoders.ByteLevel()
     # One at a time, so that the ids follow the real tokenizer's order.
     for token, special in spec.special_tokens:
@@ -438,6 +449,23 @@ def build_tokenizer(words: Sequence[str] = WORDS, alphabet: str | None = None, f
     )
     tokenizer.chat_template = spec.chat_template
     return tokenizer
+
+
+def _handwritten_bpe(pieces: Sequence[str], byte_level) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Vocabulary and merges of a BPE over the 256 byte symbols with each piece one token (merged left to right)."""
+    from tokenizers import pre_tokenizers
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    merges: list[tuple[str, str]] = []
+    for piece in pieces:
+        symbols = "".join(part for part, _ in byte_level.pre_tokenize_str(piece))
+        merged = symbols[0]
+        for symbol in symbols[1:]:
+            if merged + symbol not in vocab:
+                merges.append((merged, symbol))
+                vocab[merged + symbol] = len(vocab)
+            merged += symbol
+    return vocab, merges
 
 
 def build_processor(
@@ -506,13 +534,15 @@ def build_tiny_model(
     max_pixels: int = 224 * 224,
     words: Sequence[str] = WORDS,
     alphabet: str | None = None,
+    pieces: Sequence[str] | None = None,
 ) -> str:
     """Build and save tokenizer, processor and model of ``family`` to ``out_dir``; returns ``out_dir``.
 
-    ``words`` and ``alphabet`` shape the vocabulary (:func:`build_tokenizer`); None sizes take the family's default.
+    ``words``, ``alphabet`` and ``pieces`` shape the vocabulary (:func:`build_tokenizer`); None sizes take the
+    family's default.
     """
     os.makedirs(out_dir, exist_ok=True)
-    tokenizer = build_tokenizer(words, alphabet, family=family)
+    tokenizer = build_tokenizer(words, alphabet, family=family, pieces=pieces)
     processor = build_processor(tokenizer, min_pixels=min_pixels, max_pixels=max_pixels, family=family)
     model = build_model(tokenizer, hidden=hidden, layers=layers, heads=heads, seed=seed, family=family)
     model.save_pretrained(out_dir)
