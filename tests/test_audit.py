@@ -334,7 +334,9 @@ def test_cpu_command_is_one_step_without_update_save_or_validation(tiny_model_di
     assert command.count("--config-name") == 1 and command[command.index("--config-name") + 1] == "tor_trainer"
     values = overrides_of(command)
     assert values["trainer.v1.trainer_mode"] == "tor_audit"
-    assert values["tor_audit.methods"] == "[tor,grpo,entropy_top20,vppo,pgpo]" and values["tor_audit.out"] == str(tmp_path / "work")
+    assert values["tor_audit.methods"] == "[tor,grpo,entropy_top20,vppo,pgpo]" and values["tor_audit.out"] == str(
+        tmp_path / "work"
+    )
     assert values["data.train_batch_size"] == "3" and values["actor_rollout_ref.rollout.n"] == "2"
     assert values["trainer.total_training_steps"] == "1" and values["trainer.save_freq"] == "-1"
     assert values["trainer.val_before_train"] == "false" and values["trainer.resume_mode"] == "disable"

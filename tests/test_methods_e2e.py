@@ -47,7 +47,9 @@ def test_each_preset_trains_one_step_with_its_own_weights(preset_run):
         assert step["tor/perception_fraction"] == 0
     elif name == "vppo":
         assert counterfactual_pass and step["tor/mean_sensitivity"] > 0
-        assert step["tor/reasoning_fraction"] == 0 and 0 < step["tor/perception_fraction"] <= 0.5  # ⌈0.4·4⌉ = 2 of a 4-token response
+        assert (
+            step["tor/reasoning_fraction"] == 0 and 0 < step["tor/perception_fraction"] <= 0.5
+        )  # ⌈0.4·4⌉ = 2 of a 4-token response
         # Factors in [0.9, dynamic max], in float32 (0.9 reads back as 0.8999999762).
         assert 0.9 - 1e-6 <= step["tor/trajectory_scale_min"] <= 1.0 <= step["tor/trajectory_scale_max"]
     else:  # pgpo: mass-conserving per response, so the mean weight is 1 while some tokens are amplified
