@@ -32,8 +32,6 @@ GPU_SMOKE=(
   trainer.test_freq="$STEPS"
   trainer.save_freq=-1
   actor_rollout_ref.actor.fsdp_config.offload_policy=true
-  # The token inspector writes its page at the last step.
-  tor.inspect.every_n_steps="$STEPS"
 )
 run_recipe tor "gpu_smoke" "GRPO + ToR (one-GPU smoke)" "$QWEN25_VL_3B" geo3k \
   "${GRPO[@]}" "${TOR[@]}" "${GPU_SMOKE[@]}" "$@"

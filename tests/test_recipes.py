@@ -494,7 +494,9 @@ def test_command_sh_is_the_command_that_ran_one_override_per_line(tmp_path):
     env = {"PYTHON": str(interpreter), "PREFLIGHT": "0", "WANDB_API_KEY": "x"}
     ran = run_script("qwen2_5_vl_7b_geo3k_dapo_tor.sh", ("tor.perception_weight=0.75",), tmp_path, **env)
     assert ran.returncode == 0, ran.stderr
-    text = (tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_dapo_tor" / "command.sh").read_text()
+    run_dir = tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_dapo_tor"
+    assert json.loads((run_dir / "run.json").read_text())["sized_for"] == "8 x 80 GB"
+    text = (run_dir / "command.sh").read_text()
     assert subprocess.run(["bash", "-n"], input=text, text=True, check=False).returncode == 0
     # The words bash reads from it (its own parse, continuations included).
     words = subprocess.run(
