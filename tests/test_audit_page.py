@@ -23,6 +23,7 @@ from verl_tor.audit.methods import AuditMethod, MethodResult
 from verl_tor.audit.page import render_page
 from verl_tor.audit.report import AuditSample, build_audit, json_ready
 from verl_tor.demo.task import DATA_SOURCE
+from verl_tor.methods.config import TokenCreditConfig
 
 TEXTS = [
     ["red", " 1", " 3", "<|im_end|>"],
@@ -75,9 +76,9 @@ def audit() -> dict:
     )
     plain = MethodResult({}, {}, rows([1, 1, 1, 1], [0, 0], [1, 1, 1, 1, 0], [1, 1, 1]), {}, None, {})
     methods = [
-        AuditMethod("tor", "ToR", lambda cfg: "remove_image", None),
-        AuditMethod("soft", "a soft method", lambda cfg: "remove_image", None),
-        AuditMethod("grpo", "GRPO", lambda cfg: None, None),
+        AuditMethod("tor", "ToR", TokenCreditConfig.from_mapping({"method": "tor"})),
+        AuditMethod("soft", "a soft method", TokenCreditConfig.from_mapping({"method": "pgpo"})),
+        AuditMethod("grpo", "GRPO", TokenCreditConfig.from_mapping({"method": "grpo"})),
     ]
     passes = {
         "old_log_prob": {"time_s": 2.0, "device_peak_gb": None, "rss_peak_increase_gb": 0.1},

@@ -1,7 +1,6 @@
 """Every preset other than ToR (whose runs are in ``test_e2e_cpu.py``) through veRL's real ``main_ppo`` on the CPU:
 one training step each with the tiny Qwen2.5-VL on mixed image / text-only data, the weights applied through
-veRL's real loss. VPPO and PGPO run with ``tor.counterfactual=remove_image`` (the image-removed pass is the one
-this trainer builds; their papers' counterfactuals come with the counterfactual package)."""
+veRL's real loss. VPPO and PGPO run with their papers' counterfactuals (black patches, masked image attention)."""
 
 from __future__ import annotations
 
@@ -14,9 +13,9 @@ from test_e2e_cpu import SPREAD_REWARD, TOR_CONFIG, _run_main_ppo, _training_ste
 PRESETS = {
     "grpo": [],
     "entropy_top20": [],
-    "vppo": ["tor.counterfactual=remove_image"],
+    "vppo": [],
     # PGPO with the weights through veRL's per-token loss multiplier (a loss mode not homogeneous in A).
-    "pgpo": ["tor.counterfactual=remove_image", "actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov"],
+    "pgpo": ["actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov"],
 }
 
 
