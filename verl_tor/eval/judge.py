@@ -18,6 +18,7 @@ still fails leaves its response ungraded (``None``): callers count those and nev
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -193,3 +194,23 @@ def harness_grade(
         return float(answer == ground_truth.strip())
     result = compute_score(data_source, f"\\boxed{{{answer}}}", ground_truth, extra_info, format_weight=0.0)
     return float(result["acc"])
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--judge-url``, ``--judge-model``, ``--judge-cache``, ``--judge-retries``: the judge options of every
+    evaluation command line."""
+    parser.add_argument(
+        "--judge-url", help="OpenAI-compatible endpoint (…/v1) grading EVAL_PROTOCOL=tor as ToR's harness"
+    )
+    parser.add_argument("--judge-model", help="model name the endpoint serves (shown in every judged row)")
+    parser.add_argument("--judge-cache", type=Path, default=None, help=f"reply cache (default {default_cache_path()})")
+    parser.add_argument("--judge-retries", type=int, default=4, help="retries of a failed call, with back-off")
+
+
+def judge_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Judge | None:
+    if bool(args.judge_url) != bool(args.judge_model):
+        parser.error("--judge-url and --judge-model go together")
+    if not args.judge_url:
+        return None
+    cache = ReplyCache(args.judge_cache or default_cache_path())
+    return Judge(args.judge_url, args.judge_model, cache, retries=args.judge_retries)
