@@ -78,7 +78,10 @@ def recipe_trainer_mode(script: str) -> str:
 SMOKE_RUN_TIMEOUT_S = 600
 CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_tor.config"}
 # Variables the recipes read from the caller's environment; the dry runs start without them.
-RECIPE_ENV = ("SMOKE", "DRY_RUN", "EXPERIMENT_NAME", "PREFLIGHT", "MAX_PROMPT_LENGTH", "FORWARD_ENV")
+RECIPE_ENV = (
+    "SMOKE", "DRY_RUN", "EXPERIMENT_NAME", "PREFLIGHT", "MAX_PROMPT_LENGTH", "FORWARD_ENV", "EVAL_PROTOCOL", "IMAGE",
+    "EVAL_MODE", "RECIPE_MODEL",
+)  # fmt: skip
 FORWARDED = ("WANDB_API_KEY", "HF_TOKEN", "HF_HOME")
 VERL_ROOT = Path(importlib.util.find_spec("verl").origin).parent
 
@@ -509,40 +512,79 @@ def test_vllm_engine_gets_the_recipes_budget(recipe_config, tmp_path):
         assert args["mm_processor_kwargs"] == dict(data.mm_processor_kwargs), name
         cli = built[name]["cli"]
         assert cli[cli.index("--limit_mm_per_prompt") + 1] == '{"image": 1, "video": 0}'
-    assert [configs[name].data.max_prompt_length for name in ("train", "virl39k", "eval")] == [2048, 8192, 8192]
+    # The evaluation's context is the harness's: 6,144 prompt + 2,048 response tokens.
+    assert [configs[name].data.max_prompt_length for name in ("train", "virl39k", "eval")] == [2048, 8192, 6144]
     assert built["verl_default"]["engine_args"]["max_model_len"] == 128000
     assert "limit_mm_per_prompt" not in built["verl_default"]["engine_args"]
 
 
-@pytest.mark.parametrize(("mode", "sampling"), [("greedy", (False, 0, 1)), ("avg8", (True, 1.0, 8))])
-def test_eval_modes(mode, sampling, tmp_path):
-    [words] = dry_run_commands("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",), tmp_path, EVAL_MODE=mode)
-    config = apply_overrides(None, "ppo_trainer", main_ppo_command(words)[3])
-    val = config.actor_rollout_ref.rollout.val_kwargs
-    assert (val.do_sample, val.temperature, val.n) == sampling
-    # In batches of 512 samples (tests/test_validation_batches.py: same accuracy as one batch).
-    assert config.data.val_batch_size * val.n == 512
+EVAL_CASES = [(protocol, image) for protocol in ("tor", "avg8") for image in ("present", "removed")]
+
+
+@pytest.mark.parametrize(("protocol", "image"), EVAL_CASES, ids=[f"{p}-{i}" for p, i in EVAL_CASES])
+def test_eval_protocols(protocol, image, tmp_path, tiny_model_dirs):
+    """EVAL_PROTOCOL=tor: the harness's greedy decoding, pixel range, context and system prompt; avg8: eight
+    samples at T = 1 with the training pixel range; IMAGE=removed: the image-free dataset class. Each command passes
+    the checks main_ppo makes, with vLLM sized for inference."""
+    words = dry_run_commands("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",), tmp_path, EVAL_PROTOCOL=protocol, IMAGE=image)
+    [command] = [w for w in words if "verl.trainer.main_ppo" in w]
+    config = apply_overrides(None, "ppo_trainer", main_ppo_command(command)[3])
+    val, rollout = config.actor_rollout_ref.rollout.val_kwargs, config.actor_rollout_ref.rollout
+    tor = protocol == "tor"
+    assert (val.do_sample, val.temperature, val.n) == ((False, 0, 1) if tor else (True, 1.0, 8))
+    assert config.data.val_batch_size * val.n == (2048 if tor else 1024)
+    assert tuple(config.data.mm_processor_kwargs.values()) == ((262144, 1000000) if tor else PIXEL_RANGES["qwen2_5_vl"])
+    assert dict(rollout.engine_kwargs.vllm.mm_processor_kwargs) == dict(config.data.mm_processor_kwargs)
+    assert config.data.max_prompt_length + config.data.max_response_length == (8192 if tor else 10240)
+    assert (rollout.tensor_model_parallel_size, rollout.gpu_memory_utilization) == (1, 0.85)
+    assert config.actor_rollout_ref.actor.fsdp_config.param_offload
+    names = {("tor", "present"): "HarnessPromptDataset", ("tor", "removed"): "HarnessPromptImageRemovedDataset"}
+    names |= {("avg8", "present"): "FilterCountingRLHFDataset", ("avg8", "removed"): "ImageRemovedDataset"}
+    assert config.data.custom_cls.name == names[protocol, image]
     assert config.trainer.val_only and config.trainer.val_before_train
     benchmarks = [Path(path).parent.name for path in config.data.val_files]
     assert benchmarks == ["mathverse", "mathvision", "mathvista", "wemath", "hallusionbench"]
-    eval_dir = tmp_path / "runs" / "eval_Qwen2.5-VL-7B-Instruct" / "eval" / f"model_{mode}"
+    folder = f"model_{protocol}" + ("_noimage" if image == "removed" else "")
+    eval_dir = tmp_path / "runs" / "eval_Qwen2.5-VL-7B-Instruct" / "eval" / folder
     assert config.trainer.validation_data_dir == str(eval_dir / "generations")
+    check_like_main_ppo(config, tiny_model_dirs["qwen2_5_vl"])
 
 
-def test_eval_both_modes_and_checkpoint_merge(tmp_path, checkpoint_dir):
-    commands = dry_run_commands("eval.sh", (checkpoint_dir,), tmp_path, EVAL_MODE="both")
+def test_eval_both_protocols_and_checkpoint_merge(tmp_path, checkpoint_dir):
+    commands = dry_run_commands("eval.sh", (checkpoint_dir,), tmp_path, EVAL_PROTOCOL="both")
     actor = Path(checkpoint_dir) / "actor"
     merge = ["-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor), "--target_dir"]
     assert [words[1:] for words in commands if "verl.model_merger" in words][0] == merge + [str(actor / "merged_hf")]
     runs = [words for words in commands if "verl.trainer.main_ppo" in words]
-    for words, mode in zip(runs, ("greedy", "avg8"), strict=True):
+    for words, protocol in zip(runs, ("tor", "avg8"), strict=True):
         config = apply_overrides(None, "ppo_trainer", main_ppo_command(words)[3])
         assert config.actor_rollout_ref.model.path == str(actor / "merged_hf")
-        eval_dir = Path(checkpoint_dir).parents[1] / "eval" / f"global_step_60_{mode}"
+        eval_dir = Path(checkpoint_dir).parents[1] / "eval" / f"global_step_60_{protocol}"
         assert config.trainer.validation_data_dir == str(eval_dir / "generations")
     assert len(runs) == 2
-    assert run_script("eval.sh", (), tmp_path, DRY_RUN="1").returncode != 0
-    assert run_script("eval.sh", ("m",), tmp_path, DRY_RUN="1", EVAL_MODE="best").returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ((), {}, "usage: bash recipes/eval.sh"),
+        (("m",), {"EVAL_PROTOCOL": "greedy"}, "EVAL_PROTOCOL must be tor, avg8 or both, got 'greedy'"),
+        (("m",), {"EVAL_MODE": "greedy"}, "EVAL_MODE is now EVAL_PROTOCOL"),
+        (("m",), {"IMAGE": "none"}, "IMAGE must be present or removed"),
+        (("{runs}/grpo/checkpoints/global_step_6",), {}, "no such checkpoint or model folder: {runs}/grpo/checkpoints"),
+        (("Qwen/Qwen2-VL-7B-Instruct",), {}, "as a hub id it is no model of the table"),
+        (("{runs}",), {}, "set RECIPE_MODEL to the row {runs} is a copy or checkpoint of"),
+    ],
+)
+def test_eval_refusals_name_the_setting(args, env, message, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    refused = run_script("eval.sh", tuple(a.format(runs=runs) for a in args), tmp_path, DRY_RUN="1", **env)
+    assert refused.returncode != 0 and message.format(runs=runs) in refused.stderr, refused.stderr
+    # RECIPE_MODEL names the row of a model folder outside the table.
+    if args == ("{runs}",):
+        found = run_script("eval.sh", (str(runs),), tmp_path, DRY_RUN="1", RECIPE_MODEL="Qwen/Qwen3-VL-8B-Instruct")
+        assert found.returncode == 0 and "max_pixels=1306122" in found.stdout  # 1,000,000 x 1,024 / 784
 
 
 # ------------------------------------------------------------------------------------------------- end to end
