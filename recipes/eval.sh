@@ -19,6 +19,8 @@
 #   size set the pixel range, the GPUs per vLLM engine and the disk estimate. Found by itself for a model of the
 #   table and for a recipe's checkpoint (its run.json); needed for anything else, e.g.
 #   RECIPE_MODEL=Qwen/Qwen2.5-VL-7B-Instruct bash recipes/eval.sh /models/my-qwen2.5-vl-7b-copy
+# EVAL_BATCH_SAMPLES: samples per validation batch (default 2,048; each holds its samples' pixel values in host
+#   memory until it ends, docs/evaluation.md).
 # SMOKE=1: a tiny model of that family (or a smoke run's checkpoint) on the synthetic validation set, on the CPU.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
@@ -34,6 +36,7 @@ case $EVAL_PROTOCOL in
   *) echo "eval.sh: EVAL_PROTOCOL must be tor, avg8 or both, got '$EVAL_PROTOCOL'" >&2 && exit 2 ;;
 esac
 IMAGE="${IMAGE:-present}"
+EVAL_BATCH_SAMPLES="${EVAL_BATCH_SAMPLES:-2048}"
 case $IMAGE in
   present) NOIMAGE="" ;;
   removed) NOIMAGE=_noimage ;;
@@ -53,29 +56,30 @@ HARNESS_CONTEXT=8192
 
 # protocol_settings PROTOCOL: fills MODE (validation sampling and batches), PROMPT_BUDGET (prompt tokens, images
 # included), MAX_PIXELS (of a Qwen2.5-VL image: the paper's pixel range otherwise) and DATASET (data.custom_cls).
-# Batches of VAL_BATCH samples keep the vLLM engines busy; each holds its samples' float32 pixel values in host
-# memory until it ends (≤ 24 MB each at 1,000,000 pixels, ≤ 100 MB at 4,194,304; docs/evaluation.md).
+# Batches of EVAL_BATCH_SAMPLES samples keep the vLLM engines busy past the longest response of each batch; each
+# holds its samples' float32 pixel values in host memory until it ends (≤ 24 MB a sample at 1,000,000 pixels,
+# ≤ 100 MB at 4,194,304; docs/evaluation.md).
 protocol_settings() {
-  local n batch suffix=""
+  local n suffix=""
   if [[ $IMAGE == removed ]]; then suffix=ImageRemoved; fi
   case $1 in
     tor)
       MODE=(actor_rollout_ref.rollout.val_kwargs.{do_sample=false,temperature=0,top_p=1.0,n=1})
       PROMPT_BUDGET=${MAX_PROMPT_LENGTH:-$((HARNESS_CONTEXT - RESPONSE_LENGTH))}
-      MAX_PIXELS=$HARNESS_MAX_PIXELS batch=2048 n=1
+      MAX_PIXELS=$HARNESS_MAX_PIXELS n=1
       DATASET=(data.custom_cls.path=pkg://verl_tor.eval.prompts "data.custom_cls.name=HarnessPrompt${suffix}Dataset")
       ;;
     avg8)
       MODE=(actor_rollout_ref.rollout.val_kwargs.{do_sample=true,temperature=1.0,top_p=1.0,n=8})
       # Benchmark images up to 4,194,304 pixels take up to 5,350 tokens.
-      PROMPT_BUDGET=${MAX_PROMPT_LENGTH:-8192} MAX_PIXELS=$PAPER_MAX_PIXELS batch=1024 n=8
+      PROMPT_BUDGET=${MAX_PROMPT_LENGTH:-8192} MAX_PIXELS=$PAPER_MAX_PIXELS n=8
       DATASET=()
       if [[ -n $suffix ]]; then
         DATASET=(data.custom_cls.path=pkg://verl_tor.eval.prompts data.custom_cls.name=ImageRemovedDataset)
       fi
       ;;
   esac
-  MODE+=(data.val_batch_size=$((batch / n)))
+  MODE+=(data.val_batch_size=$((EVAL_BATCH_SAMPLES / n)))
 }
 
 # resolve_target TARGET: sets MODEL (what to load), ROW (its model-table row), RUN_DIR, TAG and, for a checkpoint,

@@ -80,7 +80,7 @@ CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_to
 # Variables the recipes read from the caller's environment; the dry runs start without them.
 RECIPE_ENV = (
     "SMOKE", "DRY_RUN", "EXPERIMENT_NAME", "PREFLIGHT", "MAX_PROMPT_LENGTH", "FORWARD_ENV", "EVAL_PROTOCOL", "IMAGE",
-    "EVAL_MODE", "RECIPE_MODEL",
+    "EVAL_MODE", "RECIPE_MODEL", "EVAL_BATCH_SAMPLES",
 )  # fmt: skip
 FORWARDED = ("WANDB_API_KEY", "HF_TOKEN", "HF_HOME")
 VERL_ROOT = Path(importlib.util.find_spec("verl").origin).parent
@@ -532,7 +532,7 @@ def test_eval_protocols(protocol, image, tmp_path, tiny_model_dirs):
     val, rollout = config.actor_rollout_ref.rollout.val_kwargs, config.actor_rollout_ref.rollout
     tor = protocol == "tor"
     assert (val.do_sample, val.temperature, val.n) == ((False, 0, 1) if tor else (True, 1.0, 8))
-    assert config.data.val_batch_size * val.n == (2048 if tor else 1024)
+    assert config.data.val_batch_size * val.n == 2048
     assert tuple(config.data.mm_processor_kwargs.values()) == ((262144, 1000000) if tor else PIXEL_RANGES["qwen2_5_vl"])
     assert dict(rollout.engine_kwargs.vllm.mm_processor_kwargs) == dict(config.data.mm_processor_kwargs)
     assert config.data.max_prompt_length + config.data.max_response_length == (8192 if tor else 10240)
@@ -590,7 +590,7 @@ def test_eval_refusals_name_the_setting(args, env, message, tmp_path):
 # ------------------------------------------------------------------------------------------------- end to end
 
 
-def _launch(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def _launch(script: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     """``SMOKE=1 bash recipes/<script>`` with a private, short Ray temp dir (Ray's socket paths are
     length-limited), removed afterwards."""
     ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
@@ -598,7 +598,7 @@ def _launch(script: str, args: list[str], tmp_path: Path) -> subprocess.Complete
         return subprocess.run(
             ["timeout", str(SMOKE_RUN_TIMEOUT_S), "bash", str(RECIPES / script), *args]
             + [f"+ray_kwargs.ray_init._temp_dir={ray_dir}"],
-            env={**os.environ, "PYTHON": sys.executable, "SMOKE": "1", "OUTPUT_DIR": str(tmp_path / "runs")},
+            env={**os.environ, "PYTHON": sys.executable, "SMOKE": "1", "OUTPUT_DIR": str(tmp_path / "runs"), **env},
             capture_output=True,
             text=True,
             cwd=tmp_path,
@@ -611,14 +611,17 @@ def _launch(script: str, args: list[str], tmp_path: Path) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> dict:
     """The 7B Geometry3K DAPO + ToR recipe with SMOKE=1 (DAPO's group filter and ToR in one step), then
-    ``eval.sh`` with SMOKE=1 on its step-1 checkpoint (merged by veRL's model merger)."""
+    ``eval.sh`` with SMOKE=1 on its step-1 checkpoint (merged by veRL's model merger), with the image and with
+    IMAGE=removed."""
     tmp_path = tmp_path_factory.mktemp("smoke")
     run_dir = tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_dapo_tor_smoke"
     train = _launch("qwen2_5_vl_7b_geo3k_dapo_tor.sh", [], tmp_path)
-    evaluation = None
+    evaluation = no_image = None
     if train.returncode == 0:
-        evaluation = _launch("eval.sh", [str(run_dir / "checkpoints" / "global_step_1")], tmp_path)
-    return {"dir": run_dir, "train": train, "eval": evaluation}
+        checkpoint = [str(run_dir / "checkpoints" / "global_step_1")]
+        evaluation = _launch("eval.sh", checkpoint, tmp_path)
+        no_image = _launch("eval.sh", checkpoint, tmp_path, IMAGE="removed")
+    return {"dir": run_dir, "train": train, "eval": evaluation, "no_image": no_image}
 
 
 def _read_metrics(folder: Path) -> dict[int, dict]:
@@ -659,32 +662,70 @@ def test_smoke_recipe_trains_one_step(smoke_run):
 
 
 @pytest.mark.e2e
-def test_smoke_eval_of_the_checkpoint(smoke_run):
-    evaluation = smoke_run["eval"]
+@pytest.mark.parametrize("image", ["present", "removed"])
+def test_smoke_eval_of_the_checkpoint(smoke_run, image):
+    """Both evaluations ran EVAL_PROTOCOL=tor, and veRL's dump names each response's row (the key our reward
+    returns), one greedy sample per validation row."""
+    evaluation = smoke_run["eval" if image == "present" else "no_image"]
     assert evaluation is not None and evaluation.returncode == 0, evaluation and evaluation.stderr[-5000:]
     merged = smoke_run["dir"] / "checkpoints" / "global_step_1" / "actor" / "merged_hf"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
-    eval_dir = smoke_run["dir"] / "eval" / "global_step_1_greedy"
+    eval_dir = smoke_run["dir"] / "eval" / ("global_step_1_tor" + ("_noimage" if image == "removed" else ""))
     steps = _read_metrics(eval_dir)
     assert list(steps) == [0] and "val-core/verl_tor/colour/acc/mean@1" in steps[0]
-    assert list((eval_dir / "generations").glob("*.jsonl"))
+    info = json.loads((eval_dir / "run.json").read_text())
+    assert (info["protocol"], info["image"]) == ("tor", image)
+    [dump] = (eval_dir / "generations").glob("*.jsonl")
+    samples = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert sorted(sample["row"] for sample in samples) == [f"verl_tor/colour:val:{i}" for i in range(4)]
+    # The harness's system prompt reached the model (the dump decodes the prompt, special tokens skipped).
+    assert all(sample["input"].startswith("system\nYou FIRST think about the reasoning") for sample in samples)
 
 
 @pytest.mark.e2e
-def test_report_of_the_smoke_run(smoke_run, tmp_path):
+def test_report_and_comparison_of_the_smoke_evaluations(smoke_run, tmp_path):
+    """The report with a judge on the loopback (grading as the harness), the accuracy without the image, and the
+    paired comparison of the two smoke evaluations."""
+    import pandas as pd
+    from eval_fixtures import fake_judge
+
+    from verl_tor.eval import compare
     from verl_tor.eval.report import main
 
     assert smoke_run["eval"] is not None and smoke_run["eval"].returncode == 0
-    main([str(smoke_run["dir"]), "--out", str(tmp_path / "results.md")])
+    assert smoke_run["no_image"] is not None and smoke_run["no_image"].returncode == 0
+    with_image = smoke_run["dir"] / "eval" / "global_step_1_tor"
+    judge = ["--judge-model", "fake-judge", "--judge-cache", str(tmp_path / "judge.sqlite3")]
+    # A judge that reads "red" in every response: the harness's grading (extraction, then the rule on it) is then
+    # right exactly on the rows whose answer is red.
+    with fake_judge(extraction="red") as (url, handler):
+        main([str(smoke_run["dir"]), "--out", str(tmp_path / "results.md"), "--judge-url", url, *judge])
+        # At most one call per row and evaluation: responses the same to the letter (the four image-free prompts
+        # are the same text) share their cached extraction.
+        assert 1 <= sum(handler.requests.values()) <= 8
     report = (tmp_path / "results.md").read_text()
-    accuracy = _read_metrics(smoke_run["dir"] / "eval" / "global_step_1_greedy")[0][
-        "val-core/verl_tor/colour/acc/mean@1"
+    data = json.loads((with_image / "run.json").read_text())["val_files"]
+    truths = [row["ground_truth"] for row in pd.read_parquet(data)["reward_model"]]
+    judged = [line for line in report.splitlines() if "graded as ToR's harness by judge fake-judge" in line]
+    assert len(judged) == 2 and all(
+        line.split("|")[-2].strip() == f"{100 * truths.count('red') / 4:.1f}" for line in judged
+    )
+    accuracy = _read_metrics(with_image)[0]["val-core/verl_tor/colour/acc/mean@1"]
+    ours = [
+        line
+        for line in report.splitlines()
+        if line.startswith("| DAPO + ToR | ours (SMOKE): qwen2_5_vl_7b_geo3k_dapo_tor_smoke, global_step_1 |")
     ]
-    ours = [line for line in report.splitlines() if "ours (SMOKE): qwen2_5_vl_7b_geo3k_dapo_tor_smoke" in line]
     assert len(ours) == 1 and ours[0].split("|")[-2].strip() == f"{100 * accuracy:.1f}"
     assert "| DAPO + ToR | paper (7B, Geometry3K, LLM judge) | 53.4 | 27.9 | 72.6 | 72.1 | 71.8 | 59.56 |" in report
-    assert "Gemini-2.0-Flash" in report
+    assert "## Accuracy (%) with and without the image" in report
     assert (tmp_path / "results_curves.png").stat().st_size > 10_000
+    # The two smoke evaluations compared item by item (rule-based grades).
+    out = tmp_path / "compare.md"
+    compare.main([str(with_image), str(with_image.with_name("global_step_1_tor_noimage")), "--out", str(out)])
+    table = out.read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| verl_tor/colour |"))
+    assert row.split("|")[7:9] == [" McNemar exact ", " 4 "]
 
 
 def test_cpu_reference_model_is_not_pinned():
