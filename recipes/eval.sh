@@ -55,7 +55,8 @@ HARNESS_MAX_PIXELS=1000000
 HARNESS_CONTEXT=8192
 
 # protocol_settings PROTOCOL: fills MODE (validation sampling and batches), PROMPT_BUDGET (prompt tokens, images
-# included), MAX_PIXELS (of a Qwen2.5-VL image: the paper's pixel range otherwise) and DATASET (data.custom_cls).
+# included), MAX_PIXELS (the largest image, in Qwen2.5-VL pixels: base_gpu scales it per family) and DATASET
+# (data.custom_cls).
 # Batches of EVAL_BATCH_SAMPLES samples keep the vLLM engines busy past the longest response of each batch; each
 # holds its samples' float32 pixel values in host memory until it ends (≤ 24 MB a sample at 1,000,000 pixels,
 # ≤ 100 MB at 4,194,304; docs/evaluation.md).
