@@ -70,6 +70,7 @@ class FakeJudgeHandler(http.server.BaseHTTPRequestHandler):
 
     requests: Counter = Counter()
     models: set = set()
+    extraction: str | None = None  # when set, the reply to every extraction prompt
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -84,6 +85,8 @@ class FakeJudgeHandler(http.server.BaseHTTPRequestHandler):
         if judgement:
             reference, candidate = judgement.groups()
             answer = "maybe" if "GARBLE" in candidate else str(int(reference.strip() == candidate.strip()))
+        elif self.extraction is not None:
+            answer = self.extraction
         else:
             found = re.search(r"ANSWER=(\S+)", prompt)
             answer = found.group(1) if found else "NONE"
@@ -99,9 +102,11 @@ class FakeJudgeHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fake_judge() -> Iterator[tuple[str, type[FakeJudgeHandler]]]:
-    """``(url, handler class)`` of a judge served on 127.0.0.1 in a thread; the class counts requests per prompt."""
-    handler = type("Handler", (FakeJudgeHandler,), {"requests": Counter(), "models": set()})
+def fake_judge(extraction: str | None = None) -> Iterator[tuple[str, type[FakeJudgeHandler]]]:
+    """``(url, handler class)`` of a judge served on 127.0.0.1 in a thread; the class counts requests per prompt.
+    ``extraction``: a fixed reply to every extraction prompt."""
+    attributes = {"requests": Counter(), "models": set(), "extraction": extraction}
+    handler = type("Handler", (FakeJudgeHandler,), attributes)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

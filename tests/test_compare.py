@@ -118,7 +118,7 @@ def test_tor_protocol_with_the_judge(benchmark, tmp_path, capsys):
     captured = capsys.readouterr()
     # The baseline's boxed "A"/"B" carry no ANSWER= marker: the judge extracts NONE for them (wrong); ToR's three
     # answers are right and its fourth call failed: that item is left out of both arms, and said so.
-    assert captured.out.startswith("tor − GRPO = +100.0 [+100.0, +100.0] points on the MathVista, p = 0.25")
+    assert captured.out.startswith("tor − GRPO = +100.0 [+100.0, +100.0] points on MathVista, p = 0.25")
     assert "graded as the harness by judge qwen-judge" in captured.out and "1 responses ungraded" in captured.out
     assert "1 judge calls failed" in captured.err
 

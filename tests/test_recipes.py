@@ -696,24 +696,25 @@ def test_report_and_comparison_of_the_smoke_evaluations(smoke_run, tmp_path):
     assert smoke_run["no_image"] is not None and smoke_run["no_image"].returncode == 0
     with_image = smoke_run["dir"] / "eval" / "global_step_1_tor"
     judge = ["--judge-model", "fake-judge", "--judge-cache", str(tmp_path / "judge.sqlite3")]
-    # A judge that reads "red" in every response: the harness's grading (extraction, then the rule on it) is then
-    # right exactly on the rows whose answer is red.
-    with fake_judge(extraction="red") as (url, handler):
+    # A judge that reads the most frequent answer in every response: the harness's grading (extraction, then the
+    # rule on it) is then right exactly on the rows with that answer.
+    data = json.loads((with_image / "run.json").read_text())["val_files"]
+    truths = [row["ground_truth"] for row in pd.read_parquet(data)["reward_model"]]
+    colour = max(set(truths), key=truths.count)
+    with fake_judge(extraction=colour) as (url, handler):
         main([str(smoke_run["dir"]), "--out", str(tmp_path / "results.md"), "--judge-url", url, *judge])
         # At most one call per row and evaluation: responses the same to the letter (the four image-free prompts
         # are the same text) share their cached extraction.
         assert 1 <= sum(handler.requests.values()) <= 8
     report = (tmp_path / "results.md").read_text()
-    data = json.loads((with_image / "run.json").read_text())["val_files"]
-    truths = [row["ground_truth"] for row in pd.read_parquet(data)["reward_model"]]
-    judged = [line for line in report.splitlines() if "graded as ToR's harness by judge fake-judge" in line]
-    assert len(judged) == 2 and all(
-        line.split("|")[-2].strip() == f"{100 * truths.count('red') / 4:.1f}" for line in judged
-    )
+    accuracies = report.split("## Accuracy (%) with and without the image")[0]
+    judged = [line for line in accuracies.splitlines() if "graded as ToR's harness by judge fake-judge" in line]
+    expected = f"{100 * truths.count(colour) / len(truths):.1f}"
+    assert len(judged) == 2 and all(line.split("|")[-2].strip() == expected for line in judged)
     accuracy = _read_metrics(with_image)[0]["val-core/verl_tor/colour/acc/mean@1"]
     ours = [
         line
-        for line in report.splitlines()
+        for line in accuracies.splitlines()
         if line.startswith("| DAPO + ToR | ours (SMOKE): qwen2_5_vl_7b_geo3k_dapo_tor_smoke, global_step_1 |")
     ]
     assert len(ours) == 1 and ours[0].split("|")[-2].strip() == f"{100 * accuracy:.1f}"
@@ -724,6 +725,7 @@ def test_report_and_comparison_of_the_smoke_evaluations(smoke_run, tmp_path):
     out = tmp_path / "compare.md"
     compare.main([str(with_image), str(with_image.with_name("global_step_1_tor_noimage")), "--out", str(out)])
     table = out.read_text()
+    assert "### DAPO + ToR (global_step_1_tor_noimage) − DAPO + ToR (global_step_1_tor)" in table
     row = next(line for line in table.splitlines() if line.startswith("| verl_tor/colour |"))
     assert row.split("|")[7:9] == [" McNemar exact ", " 4 "]
 

@@ -116,6 +116,15 @@ def load_arm(spec: str, protocol: str, image: str, judge: Judge | None) -> Arm:
     return Arm(run_label(folders[0]), evaluations)
 
 
+def distinct_labels(arms: Sequence[Arm]) -> None:
+    """Arms that share a label (one run with and without the image, two runs of one method) get their first
+    evaluation's folder name added."""
+    labels = [arm.label for arm in arms]
+    for arm in arms:
+        if labels.count(arm.label) > 1:
+            arm.label = f"{arm.label} ({arm.evaluations[0].folder.name})"
+
+
 def ordered_sources(sources: set[str]) -> list[str]:
     """The paper's benchmarks in Table 4's order, then any other data source."""
     return [s for s in BENCHMARKS if s in sources] + sorted(sources - set(BENCHMARKS))
@@ -196,9 +205,10 @@ def sentence(comparison: Comparison) -> str:
         f"{_name(s, len(sources))} {part(s)}, {_p(comparison.differences[s].p_value)}" for s in sources if s != head
     )
     detail = f" ({others})" if others else ""
+    where = f"the {_name(head, len(sources))}" if head == MEAN else _name(head, len(sources))
     return (
-        f"{comparison.other.label} − {comparison.baseline.label} = {part(head)} points on the "
-        f"{_name(head, len(sources))}, {_p(lead.p_value)}{detail}; {grading_note(comparison)}."
+        f"{comparison.other.label} − {comparison.baseline.label} = {part(head)} points on {where}, "
+        f"{_p(lead.p_value)}{detail}; {grading_note(comparison)}."
     )
 
 
@@ -282,11 +292,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     judge = judge_from_arguments(parser, args)
     try:
-        baseline = load_arm(args.baseline, args.protocol, args.image, judge)
-        comparisons = [
-            compare(baseline, load_arm(spec, args.protocol, args.image, judge), args.bootstrap, args.seed)
-            for spec in args.arms
-        ]
+        arms = [load_arm(spec, args.protocol, args.image, judge) for spec in [args.baseline, *args.arms]]
+        distinct_labels(arms)
+        comparisons = [compare(arms[0], arm, args.bootstrap, args.seed) for arm in arms[1:]]
     except EvaluationError as error:
         sys.exit(f"verl_tor.eval.compare: {error}")
     if judge is not None and judge.failed_calls:

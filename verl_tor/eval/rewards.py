@@ -111,7 +111,13 @@ def compute_score(
     acc = 1.0 if pred and gold and grader.is_correct(pred, gold, answer_type, choices) else 0.0
     fmt = 1.0 if has_reasoning_format(response) else 0.0
     score = (1.0 - format_weight) * acc + format_weight * fmt
-    return {"score": score, "acc": acc, "format": fmt, "pred": pred[:MAX_ANSWER_CHARS], "row": row_id(data_source, info)}
+    return {
+        "score": score,
+        "acc": acc,
+        "format": fmt,
+        "pred": pred[:MAX_ANSWER_CHARS],
+        "row": row_id(data_source, info),
+    }
 
 
 def row_id(data_source: str, extra_info: Mapping[str, Any]) -> str:
