@@ -82,14 +82,9 @@ SMOKE_RUN_TIMEOUT_S = 600
 CONFIG_MODULES = {None: "verl.trainer.config", "pkg://verl_tor.config": "verl_tor.config"}
 # Variables the recipes read from the caller's environment; the dry runs start without them.
 RECIPE_ENV = (
-    "SMOKE",
-    "DRY_RUN",
-    "EXPERIMENT_NAME",
-    "PREFLIGHT",
-    "MAX_PROMPT_LENGTH",
-    "MAX_TOKEN_LEN_PER_GPU",
-    "FORWARD_ENV",
-)
+    "SMOKE", "DRY_RUN", "EXPERIMENT_NAME", "PREFLIGHT", "MAX_PROMPT_LENGTH", "MAX_TOKEN_LEN_PER_GPU", "FORWARD_ENV",
+    "EVAL_PROTOCOL", "IMAGE", "EVAL_MODE", "RECIPE_MODEL", "EVAL_BATCH_SAMPLES",
+)  # fmt: skip
 FORWARDED = ("WANDB_API_KEY", "HF_TOKEN", "HF_HOME")
 VERL_ROOT = Path(importlib.util.find_spec("verl").origin).parent
 
@@ -655,40 +650,79 @@ def test_vllm_engine_gets_the_recipes_budget(recipe_config, tmp_path):
         assert args["mm_processor_kwargs"] == dict(data.mm_processor_kwargs), name
         cli = built[name]["cli"]
         assert cli[cli.index("--limit_mm_per_prompt") + 1] == '{"image": 1, "video": 0}'
-    assert [configs[name].data.max_prompt_length for name in ("train", "virl39k", "eval")] == [2048, 8192, 8192]
+    # The evaluation's context is the harness's: 6,144 prompt + 2,048 response tokens.
+    assert [configs[name].data.max_prompt_length for name in ("train", "virl39k", "eval")] == [2048, 8192, 6144]
     assert built["verl_default"]["engine_args"]["max_model_len"] == 128000
     assert "limit_mm_per_prompt" not in built["verl_default"]["engine_args"]
 
 
-@pytest.mark.parametrize(("mode", "sampling"), [("greedy", (False, 0, 1)), ("avg8", (True, 1.0, 8))])
-def test_eval_modes(mode, sampling, tmp_path):
-    [words] = dry_run_commands("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",), tmp_path, EVAL_MODE=mode)
-    config = apply_overrides(None, "ppo_trainer", main_ppo_command(words)[3])
-    val = config.actor_rollout_ref.rollout.val_kwargs
-    assert (val.do_sample, val.temperature, val.n) == sampling
-    # In batches of 512 samples (tests/test_validation_batches.py: same accuracy as one batch).
-    assert config.data.val_batch_size * val.n == 512
+EVAL_CASES = [(protocol, image) for protocol in ("tor", "avg8") for image in ("present", "removed")]
+
+
+@pytest.mark.parametrize(("protocol", "image"), EVAL_CASES, ids=[f"{p}-{i}" for p, i in EVAL_CASES])
+def test_eval_protocols(protocol, image, tmp_path, tiny_model_dirs):
+    """EVAL_PROTOCOL=tor: the harness's greedy decoding, pixel range, context and system prompt; avg8: eight
+    samples at T = 1 with the training pixel range; IMAGE=removed: the image-free dataset class. Each command passes
+    the checks main_ppo makes, with vLLM sized for inference."""
+    words = dry_run_commands("eval.sh", ("Qwen/Qwen2.5-VL-7B-Instruct",), tmp_path, EVAL_PROTOCOL=protocol, IMAGE=image)
+    [command] = [w for w in words if "verl.trainer.main_ppo" in w]
+    config = apply_overrides(None, "ppo_trainer", main_ppo_command(command)[3])
+    val, rollout = config.actor_rollout_ref.rollout.val_kwargs, config.actor_rollout_ref.rollout
+    tor = protocol == "tor"
+    assert (val.do_sample, val.temperature, val.n) == ((False, 0, 1) if tor else (True, 1.0, 8))
+    assert config.data.val_batch_size * val.n == 2048
+    assert tuple(config.data.mm_processor_kwargs.values()) == ((262144, 1000000) if tor else PIXEL_RANGES["qwen2_5_vl"])
+    assert dict(rollout.engine_kwargs.vllm.mm_processor_kwargs) == dict(config.data.mm_processor_kwargs)
+    assert config.data.max_prompt_length + config.data.max_response_length == (8192 if tor else 10240)
+    assert (rollout.tensor_model_parallel_size, rollout.gpu_memory_utilization) == (1, 0.85)
+    assert config.actor_rollout_ref.actor.fsdp_config.param_offload
+    names = {("tor", "present"): "HarnessPromptDataset", ("tor", "removed"): "HarnessPromptImageRemovedDataset"}
+    names |= {("avg8", "present"): "FilterCountingRLHFDataset", ("avg8", "removed"): "ImageRemovedDataset"}
+    assert config.data.custom_cls.name == names[protocol, image]
     assert config.trainer.val_only and config.trainer.val_before_train
     benchmarks = [Path(path).parent.name for path in config.data.val_files]
     assert benchmarks == ["mathverse", "mathvision", "mathvista", "wemath", "hallusionbench"]
-    eval_dir = tmp_path / "runs" / "eval_Qwen2.5-VL-7B-Instruct" / "eval" / f"model_{mode}"
+    folder = f"model_{protocol}" + ("_noimage" if image == "removed" else "")
+    eval_dir = tmp_path / "runs" / "eval_Qwen2.5-VL-7B-Instruct" / "eval" / folder
     assert config.trainer.validation_data_dir == str(eval_dir / "generations")
+    check_like_main_ppo(config, tiny_model_dirs["qwen2_5_vl"])
 
 
-def test_eval_both_modes_and_checkpoint_merge(tmp_path, checkpoint_dir):
-    commands = dry_run_commands("eval.sh", (checkpoint_dir,), tmp_path, EVAL_MODE="both")
+def test_eval_both_protocols_and_checkpoint_merge(tmp_path, checkpoint_dir):
+    commands = dry_run_commands("eval.sh", (checkpoint_dir,), tmp_path, EVAL_PROTOCOL="both")
     actor = Path(checkpoint_dir) / "actor"
     merge = ["-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor), "--target_dir"]
     assert [words[1:] for words in commands if "verl.model_merger" in words][0] == merge + [str(actor / "merged_hf")]
     runs = [words for words in commands if "verl.trainer.main_ppo" in words]
-    for words, mode in zip(runs, ("greedy", "avg8"), strict=True):
+    for words, protocol in zip(runs, ("tor", "avg8"), strict=True):
         config = apply_overrides(None, "ppo_trainer", main_ppo_command(words)[3])
         assert config.actor_rollout_ref.model.path == str(actor / "merged_hf")
-        eval_dir = Path(checkpoint_dir).parents[1] / "eval" / f"global_step_60_{mode}"
+        eval_dir = Path(checkpoint_dir).parents[1] / "eval" / f"global_step_60_{protocol}"
         assert config.trainer.validation_data_dir == str(eval_dir / "generations")
     assert len(runs) == 2
-    assert run_script("eval.sh", (), tmp_path, DRY_RUN="1").returncode != 0
-    assert run_script("eval.sh", ("m",), tmp_path, DRY_RUN="1", EVAL_MODE="best").returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        ((), {}, "usage: bash recipes/eval.sh"),
+        (("m",), {"EVAL_PROTOCOL": "greedy"}, "EVAL_PROTOCOL must be tor, avg8 or both, got 'greedy'"),
+        (("m",), {"EVAL_MODE": "greedy"}, "EVAL_MODE is now EVAL_PROTOCOL"),
+        (("m",), {"IMAGE": "none"}, "IMAGE must be present or removed"),
+        (("{runs}/grpo/checkpoints/global_step_6",), {}, "no such checkpoint or model folder: {runs}/grpo/checkpoints"),
+        (("Qwen/Qwen2-VL-7B-Instruct",), {}, "as a hub id it is no model of the table"),
+        (("{runs}",), {}, "set RECIPE_MODEL to the row {runs} is a copy or checkpoint of"),
+    ],
+)
+def test_eval_refusals_name_the_setting(args, env, message, tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    refused = run_script("eval.sh", tuple(a.format(runs=runs) for a in args), tmp_path, DRY_RUN="1", **env)
+    assert refused.returncode != 0 and message.format(runs=runs) in refused.stderr, refused.stderr
+    # RECIPE_MODEL names the row of a model folder outside the table.
+    if args == ("{runs}",):
+        found = run_script("eval.sh", (str(runs),), tmp_path, DRY_RUN="1", RECIPE_MODEL="Qwen/Qwen3-VL-8B-Instruct")
+        assert found.returncode == 0 and "max_pixels=1306122" in found.stdout  # 1,000,000 x 1,024 / 784
 
 
 # -------------------------------------------------------------------------------------------- one-GPU smoke
@@ -773,7 +807,7 @@ def test_smoke_summary_reports_steps_memory_and_tor(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------- end to end
 
 
-def _launch(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def _launch(script: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     """``SMOKE=1 bash recipes/<script>`` with a private, short Ray temp dir (Ray's socket paths are
     length-limited), removed afterwards."""
     ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
@@ -781,7 +815,7 @@ def _launch(script: str, args: list[str], tmp_path: Path) -> subprocess.Complete
         return subprocess.run(
             ["timeout", str(SMOKE_RUN_TIMEOUT_S), "bash", str(RECIPES / script), *args]
             + [f"+ray_kwargs.ray_init._temp_dir={ray_dir}"],
-            env={**os.environ, "PYTHON": sys.executable, "SMOKE": "1", "OUTPUT_DIR": str(tmp_path / "runs")},
+            env={**os.environ, "PYTHON": sys.executable, "SMOKE": "1", "OUTPUT_DIR": str(tmp_path / "runs"), **env},
             capture_output=True,
             text=True,
             cwd=tmp_path,
@@ -794,14 +828,17 @@ def _launch(script: str, args: list[str], tmp_path: Path) -> subprocess.Complete
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> dict:
     """The 7B Geometry3K DAPO + ToR recipe with SMOKE=1 (DAPO's group filter and ToR in one step), then
-    ``eval.sh`` with SMOKE=1 on its step-1 checkpoint (merged by veRL's model merger)."""
+    ``eval.sh`` with SMOKE=1 on its step-1 checkpoint (merged by veRL's model merger), with the image and with
+    IMAGE=removed."""
     tmp_path = tmp_path_factory.mktemp("smoke")
     run_dir = tmp_path / "runs" / "qwen2_5_vl_7b_geo3k_dapo_tor_smoke"
     train = _launch("qwen2_5_vl_7b_geo3k_dapo_tor.sh", [], tmp_path)
-    evaluation = None
+    evaluation = no_image = None
     if train.returncode == 0:
-        evaluation = _launch("eval.sh", [str(run_dir / "checkpoints" / "global_step_1")], tmp_path)
-    return {"dir": run_dir, "train": train, "eval": evaluation}
+        checkpoint = [str(run_dir / "checkpoints" / "global_step_1")]
+        evaluation = _launch("eval.sh", checkpoint, tmp_path)
+        no_image = _launch("eval.sh", checkpoint, tmp_path, IMAGE="removed")
+    return {"dir": run_dir, "train": train, "eval": evaluation, "no_image": no_image}
 
 
 def _read_metrics(folder: Path) -> dict[int, dict]:
@@ -842,32 +879,72 @@ def test_smoke_recipe_trains_one_step(smoke_run):
 
 
 @pytest.mark.e2e
-def test_smoke_eval_of_the_checkpoint(smoke_run):
-    evaluation = smoke_run["eval"]
+@pytest.mark.parametrize("image", ["present", "removed"])
+def test_smoke_eval_of_the_checkpoint(smoke_run, image):
+    """Both evaluations ran EVAL_PROTOCOL=tor, and veRL's dump names each response's row (the key our reward
+    returns), one greedy sample per validation row."""
+    evaluation = smoke_run["eval" if image == "present" else "no_image"]
     assert evaluation is not None and evaluation.returncode == 0, evaluation and evaluation.stderr[-5000:]
     merged = smoke_run["dir"] / "checkpoints" / "global_step_1" / "actor" / "merged_hf"
     assert (merged / "config.json").is_file() and (merged / "model.safetensors").is_file()
-    eval_dir = smoke_run["dir"] / "eval" / "global_step_1_greedy"
+    eval_dir = smoke_run["dir"] / "eval" / ("global_step_1_tor" + ("_noimage" if image == "removed" else ""))
     steps = _read_metrics(eval_dir)
     assert list(steps) == [0] and "val-core/verl_tor/colour/acc/mean@1" in steps[0]
-    assert list((eval_dir / "generations").glob("*.jsonl"))
+    info = json.loads((eval_dir / "run.json").read_text())
+    assert (info["protocol"], info["image"]) == ("tor", image)
+    [dump] = (eval_dir / "generations").glob("*.jsonl")
+    samples = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert sorted(sample["row"] for sample in samples) == [f"verl_tor/colour:val:{i}" for i in range(4)]
+    # The harness's system prompt reached the model (the dump decodes the prompt, special tokens skipped).
+    assert all(sample["input"].startswith("system\nYou FIRST think about the reasoning") for sample in samples)
 
 
 @pytest.mark.e2e
-def test_report_of_the_smoke_run(smoke_run, tmp_path):
+def test_report_and_comparison_of_the_smoke_evaluations(smoke_run, tmp_path):
+    """The report with a judge on the loopback (grading as the harness), the accuracy without the image, and the
+    paired comparison of the two smoke evaluations."""
+    import pandas as pd
+    from eval_fixtures import fake_judge
+
+    from verl_tor.eval import compare
     from verl_tor.eval.report import main
 
     assert smoke_run["eval"] is not None and smoke_run["eval"].returncode == 0
-    main([str(smoke_run["dir"]), "--out", str(tmp_path / "results.md")])
+    assert smoke_run["no_image"] is not None and smoke_run["no_image"].returncode == 0
+    with_image = smoke_run["dir"] / "eval" / "global_step_1_tor"
+    judge = ["--judge-model", "fake-judge", "--judge-cache", str(tmp_path / "judge.sqlite3")]
+    # A judge that reads the most frequent answer in every response: the harness's grading (extraction, then the
+    # rule on it) is then right exactly on the rows with that answer.
+    data = json.loads((with_image / "run.json").read_text())["val_files"]
+    truths = [row["ground_truth"] for row in pd.read_parquet(data)["reward_model"]]
+    colour = max(set(truths), key=truths.count)
+    with fake_judge(extraction=colour) as (url, handler):
+        main([str(smoke_run["dir"]), "--out", str(tmp_path / "results.md"), "--judge-url", url, *judge])
+        # At most one call per row and evaluation: responses the same to the letter (the four image-free prompts
+        # are the same text) share their cached extraction.
+        assert 1 <= sum(handler.requests.values()) <= 8
     report = (tmp_path / "results.md").read_text()
-    accuracy = _read_metrics(smoke_run["dir"] / "eval" / "global_step_1_greedy")[0][
-        "val-core/verl_tor/colour/acc/mean@1"
+    accuracies = report.split("## Accuracy (%) with and without the image")[0]
+    judged = [line for line in accuracies.splitlines() if "graded as ToR's harness by judge fake-judge" in line]
+    expected = f"{100 * truths.count(colour) / len(truths):.1f}"
+    assert len(judged) == 2 and all(line.split("|")[-2].strip() == expected for line in judged)
+    accuracy = _read_metrics(with_image)[0]["val-core/verl_tor/colour/acc/mean@1"]
+    ours = [
+        line
+        for line in accuracies.splitlines()
+        if line.startswith("| DAPO + ToR | ours (SMOKE): qwen2_5_vl_7b_geo3k_dapo_tor_smoke, global_step_1 |")
     ]
-    ours = [line for line in report.splitlines() if "ours (SMOKE): qwen2_5_vl_7b_geo3k_dapo_tor_smoke" in line]
     assert len(ours) == 1 and ours[0].split("|")[-2].strip() == f"{100 * accuracy:.1f}"
     assert "| DAPO + ToR | paper (7B, Geometry3K, LLM judge) | 53.4 | 27.9 | 72.6 | 72.1 | 71.8 | 59.56 |" in report
-    assert "Gemini-2.0-Flash" in report
+    assert "## Accuracy (%) with and without the image" in report
     assert (tmp_path / "results_curves.png").stat().st_size > 10_000
+    # The two smoke evaluations compared item by item (rule-based grades).
+    out = tmp_path / "compare.md"
+    compare.main([str(with_image), str(with_image.with_name("global_step_1_tor_noimage")), "--out", str(out)])
+    table = out.read_text()
+    assert "### DAPO + ToR (global_step_1_tor_noimage) − DAPO + ToR (global_step_1_tor)" in table
+    row = next(line for line in table.splitlines() if line.startswith("| verl_tor/colour |"))
+    assert row.split("|")[7:9] == [" McNemar exact ", " 4 "]
 
 
 def test_cpu_reference_model_is_not_pinned():

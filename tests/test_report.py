@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
+import subprocess
+import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from eval_fixtures import fake_judge, write_benchmark, write_evaluation
 from verl.utils.tracking import FileLogger
 
+from verl_tor.eval.grades import PRESENT, REMOVED
 from verl_tor.eval.report import PAPER_TABLE4, main, validation_accuracies
 
 BENCHMARK_ACCURACY = {
@@ -183,77 +184,97 @@ def test_paper_table_means_match_the_paper():
         assert round(sum(values[:5]) / 5, 2) == pytest.approx(values[5], abs=0.011)
 
 
-class FakeJudge(http.server.BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat-completions endpoint: the answer is looked up by the question in the prompt."""
-
-    answers = {"Q1 which shape?": "A", "Q2 which angle?": "NONE", "Q3 is it red?": "Yes"}
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        assert self.path == "/v1/chat/completions" and body["model"] == "judge-model" and body["temperature"] == 0
-        prompt = body["messages"][0]["content"]
-        answer = next(answer for question, answer in self.answers.items() if question in prompt)
-        reply = json.dumps({"choices": [{"message": {"role": "assistant", "content": f" {answer}\n"}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def judge_url():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-
-
-def test_judge_extracted_answers_are_graded_per_benchmark(tmp_path, monkeypatch, judge_url):
-    """Each dumped response is matched to its benchmark row by question, its judge-extracted answer graded by rule."""
+def test_tor_evaluations_get_a_row_graded_as_the_harness(tmp_path, monkeypatch):
+    """With a judge, each EVAL_PROTOCOL=tor evaluation gets a second row graded as ToR's harness (rows that share a
+    question graded against their own answers), naming the judge and the responses a failed call left ungraded."""
     rows = [
-        ("wemath", "<image>Q1 which shape?", "A", "multiple_choice", ["circle", "square"]),
-        ("wemath", "<image>Q2 which angle?", "B", "multiple_choice", ["30", "45"]),
-        ("hallusionbench", "<image>Q3 is it red?", "yes", "yes_no", []),
+        ("wemath", "Which shape?", "A", "multiple_choice"),
+        ("wemath", "Which shape?", "B", "multiple_choice"),  # the same text, another answer
+        ("hallusionbench", "Is it red?", "yes", "yes_no"),
+        ("hallusionbench", "Is it red?", "no", "yes_no"),
     ]
-    data = tmp_path / "bench.parquet"
-    pd.DataFrame(
-        [
-            {
-                "data_source": source,
-                "prompt": [{"role": "user", "content": content}],
-                "reward_model": {"style": "rule", "ground_truth": truth},
-                "extra_info": {"answer_type": kind, "choices": choices},
-            }
-            for source, content, truth, kind, choices in rows
-        ]
-    ).to_parquet(data)
-    eval_dir = tmp_path / "eval_model_greedy"
-    write_info(eval_dir, kind="eval", experiment=eval_dir.name, step="model", mode="greedy", val_files=str(data))
-    # The rule found no \boxed{} answer in any response; the judge finds two right ones.
-    log_metrics(eval_dir, "20260102T000000Z", evaluation({"wemath": 0.0, "hallusionbench": 0.0}, 1), monkeypatch)
-    (eval_dir / "generations").mkdir()
-    dumped = [
-        {"input": f"system\nYou are a helpful assistant.\nuser\n{q.removeprefix('<image>')}\nassistant\n"}
-        for _, q, *_ in rows
-    ]
-    dumped.append({"input": "system\nx\nuser\nNot a benchmark question\nassistant\n"})
-    lines = [json.dumps({**entry, "output": "The answer is ...", "gts": "-", "score": 0.0}) for entry in dumped]
-    (eval_dir / "generations" / "0.jsonl").write_text("\n".join(lines) + "\n")
-
+    data = write_benchmark(tmp_path / "bench.parquet", rows)
+    responses = {
+        "wemath:testmini:0": ["so ANSWER=A"],
+        "wemath:testmini:1": ["so ANSWER=A"],
+        "hallusionbench:testmini:0": ["\\boxed{yes}"],
+        "hallusionbench:testmini:1": ["FAIL"],  # HallusionBench asks no judge: graded wrong by rule, not ungraded
+    }
+    eval_dir = write_evaluation(tmp_path / "eval_model_greedy", data, responses, step="model")
+    # veRL's metrics: the rule found no \boxed{} answer in the WeMath responses.
+    log_metrics(eval_dir, "20260102T000000Z", evaluation({"wemath": 0.0, "hallusionbench": 0.5}, 1), monkeypatch)
     out = tmp_path / "results.md"
-    main([str(eval_dir), "--out", str(out), "--judge-url", judge_url, "--judge-model", "judge-model"])
+    with fake_judge() as (url, _):
+        main([str(eval_dir), "--out", str(out), "--judge-url", url, "--judge-model", "judge-model",
+              "--judge-cache", str(tmp_path / "cache.sqlite3")])  # fmt: skip
     greedy = table_rows(out.read_text(), "## Accuracy (%), greedy")
-    assert greedy[0][1] == "ours: eval_model_greedy" and greedy[0][5:7] == ["0.0", "0.0"]
-    assert greedy[1][1] == "ours: eval_model_greedy, answers extracted by judge-model (1 responses matched no row)"
-    assert greedy[1][5:7] == ["50.0", "100.0"]  # WeMath: A right, NONE wrong; HallusionBench: Yes right
-    assert "answers extracted by …" in out.read_text()
+    assert greedy[0][1] == "ours: eval_model_greedy" and greedy[0][5:7] == ["0.0", "50.0"]
+    assert greedy[1][1] == "ours: eval_model_greedy, graded as ToR's harness by judge judge-model"
+    assert greedy[1][5:7] == ["50.0", "50.0"]  # WeMath: A right for the first row only
+    assert "WeMath: LLM extraction of the option letter" in out.read_text()
     with pytest.raises(SystemExit):
-        main([str(eval_dir), "--out", str(out), "--judge-url", judge_url])
+        main([str(eval_dir), "--out", str(out), "--judge-url", url])
+    # Without a judge the greedy table says how to get the harness's grading.
+    main([str(eval_dir), "--out", str(out)])
+    assert "add `--judge-url URL --judge-model NAME`" in out.read_text()
+
+
+def test_accuracy_without_the_image_and_the_paired_comparison(tmp_path, monkeypatch):
+    """IMAGE=removed evaluations: a row of their own and the with / without table; --compare: the paired
+    comparison of the second run against the first, with its plot."""
+    rows = [("mathvista", f"Q{i}?", "A", "multiple_choice") for i in range(6)]
+    data = write_benchmark(tmp_path / "bench.parquet", rows)
+    runs = []
+    for name, label, present, removed in (
+        ("grpo", "GRPO", "110100", "100000"),
+        ("tor", "GRPO + ToR", "111100", "000000"),
+    ):
+        run = training_run(tmp_path / name, label, "Qwen/Qwen2.5-VL-3B-Instruct")
+        for image, grades, suffix in ((PRESENT, present, ""), (REMOVED, removed, "_noimage")):
+            folder = run / "eval" / f"global_step_60_tor{suffix}"
+            answers = {
+                f"mathvista:testmini:{i}": ["\\boxed{A}" if g == "1" else "\\boxed{B}"] for i, g in enumerate(grades)
+            }
+            write_evaluation(folder, data, answers, step="global_step_60", image=image)
+            accuracy = {"mathvista": grades.count("1") / len(grades)}
+            log_metrics(folder, "20260102T000000Z", evaluation(accuracy, 1), monkeypatch)
+        runs.append(run)
+    out = tmp_path / "results.md"
+    main([str(runs[0]), str(runs[1]), "--out", str(out), "--compare"])
+    report = out.read_text()
+    greedy = table_rows(report, "## Accuracy (%), greedy")
+    assert [row[1] for row in greedy] == [
+        "ours: grpo, global_step_60",
+        "ours: grpo, global_step_60, image removed",
+        "ours: tor, global_step_60",
+        "ours: tor, global_step_60, image removed",
+    ]
+    gaps = table_rows(report, "## Accuracy (%) with and without the image")
+    assert gaps == [
+        ["GRPO", "ours: grpo, global_step_60", "1", "50.0 / 16.7 (−33.3)"],
+        ["GRPO + ToR", "ours: tor, global_step_60", "1", "66.7 / 0.0 (−66.7)"],
+    ]
+    section = report.split("## Paired comparison", 1)[1]
+    assert "GRPO + ToR − GRPO = +16.7 [" in section and "p = 1" in section  # one discordant item
+    assert "![paired differences](results_compare.png)" in section
+    assert (tmp_path / "results_compare.png").stat().st_size > 5_000
+
+
+def test_a_path_without_results_fails_naming_it(tmp_path, capsys):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        main([str(empty), "--out", str(tmp_path / "r.md")])
+    assert str(empty) in str(stopped.value) and "no validation results" in str(stopped.value)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "typo"), "--out", str(tmp_path / "r.md")])
+    assert stopped.value.code == 2 and "no such run or evaluation folder" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_help_names_the_module():
+    done = subprocess.run([sys.executable, "-m", "verl_tor.eval.report", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m verl_tor.eval.report")
 
 
 def test_tor_runs_link_their_token_inspector_page(runs, tmp_path):

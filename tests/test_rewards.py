@@ -86,11 +86,11 @@ def test_extra_info_as_veRL_delivers_it():
 
 def test_missing_boxed_answer_scores_zero():
     result = compute_score("any", "<think>so</think> The answer is 5.", "5")
-    assert result == {"score": 0.0, "acc": 0.0, "format": 0.0, "pred": ""}
+    assert result == {"score": 0.0, "acc": 0.0, "format": 0.0, "pred": "", "row": ""}
 
 
 def test_format_term_and_score():
-    assert compute_score("any", answered("5"), "5") == {"score": 1.0, "acc": 1.0, "format": 1.0, "pred": "5"}
+    assert compute_score("any", answered("5"), "5") == {"score": 1.0, "acc": 1.0, "format": 1.0, "pred": "5", "row": ""}
     no_think = compute_score("any", "\\boxed{5}", "5")
     assert (no_think["acc"], no_think["format"], no_think["score"]) == (1.0, 0.0, pytest.approx(0.9))
     wrong = compute_score("any", answered("4"), "5")
@@ -193,9 +193,24 @@ def test_veRL_loads_and_calls_it_from_the_documented_config(tiny_model_dir):
         non_tensors={
             "data_source": np.array(["mathvista"], dtype=object),
             "reward_model": np.array([{"style": "rule", "ground_truth": "B"}], dtype=object),
-            "extra_info": np.array([dict(MC)], dtype=object),
+            "extra_info": np.array([{**MC, "split": "testmini", "index": 7}], dtype=object),
         },
     )
     result = manager.loop.run_until_complete(manager.run_single(data))
     assert result["reward_score"] == 1.0
-    assert result["reward_extra_info"] == {"score": 1.0, "acc": 1.0, "format": 0.0, "pred": "35°"}
+    # The row identity travels with the scores (veRL dumps them with each validation sample).
+    info = {"score": 1.0, "acc": 1.0, "format": 0.0, "pred": "35°", "row": "mathvista:testmini:7"}
+    assert result["reward_extra_info"] == info
+
+
+def test_row_id_names_the_row_not_the_question():
+    from verl_tor.eval.rewards import row_id, source_of_row
+
+    same_text = {"answer_type": "multiple_choice", "split": "testmini"}
+    first = compute_score("mathverse", answered("A"), "A", {**same_text, "index": 3})
+    second = compute_score("mathverse", answered("A"), "C", {**same_text, "index": 4})
+    assert (first["row"], first["acc"]) == ("mathverse:testmini:3", 1.0)
+    assert (second["row"], second["acc"]) == ("mathverse:testmini:4", 0.0)
+    assert row_id("verl_tor/colour", {"index": np.int64(2)}) == "verl_tor/colour::2"
+    assert source_of_row("verl_tor/colour::2") == "verl_tor/colour"
+    assert row_id("geo3k", {"split": "test"}) == ""

@@ -1,2 +1,4 @@
-"""Evaluation: the rule-based reward of every dataset (``rewards``), the optional LLM answer extraction
-(``judge``) and the results tables and curves of recipe runs (``report``); plain functions and command lines."""
+"""Evaluation: the rule-based reward of every dataset (``rewards``), the benchmark table (``benchmarks``), the
+prompts of each evaluation setting as veRL dataset classes (``prompts``), the LLM judge of ToR's protocol
+(``judge``), per-item grades of an evaluation (``grades``), paired statistics (``stats``, numpy only), the paired
+comparison (``compare``) and the results report (``report``); plain functions and command lines."""

@@ -1,17 +1,23 @@
 """Results of recipe runs in the paper's Table 4 layout, the paper's numbers beside ours, and training curves.
 
-    python -m verl_tor.eval.report RUN_DIR... --out results.md [--png curves.png] [--judge-url URL --judge-model NAME]
+    python -m verl_tor.eval.report RUN_DIR... --out results.md [--png curves.png] [--compare]
+        [--judge-url URL --judge-model NAME]
 
 A RUN_DIR is what a recipe writes (``OUTPUT_DIR/<experiment>``: ``run.json``, ``metrics/*.jsonl`` from veRL's file
 logger, ``eval/<step>_<mode>/`` from ``recipes/eval.sh``) or one evaluation folder. Each evaluation gives a table
 row: veRL's validation metric ``val-core/<data_source>/acc/mean@N`` (the mean accuracy over the N samples of each
 prompt, from ``verl_tor.eval.rewards``; ``reward`` for a reward function without ``acc``) per benchmark. A run without
-evaluations contributes its last training-time validation instead. Tables are split by N: greedy (N = 1, the
-paper's protocol) and avg@N. Rows of the paper's setting (Qwen2.5-VL-7B-Instruct trained on Geometry3K, a Table 4
-method) get the paper's row beside them.
+evaluations contributes its last training-time validation instead. Tables are split by N: greedy (N = 1,
+``EVAL_PROTOCOL=tor``, the paper's protocol) and avg@N (``EVAL_PROTOCOL=avg8``). Rows of the paper's setting
+(Qwen2.5-VL-7B-Instruct trained on Geometry3K, a Table 4 method) get the paper's row beside them.
 
-With ``--judge-url URL --judge-model NAME`` (off by default) every evaluation also gets a row graded on the answers
-an OpenAI-compatible LLM extracts from its dumped responses (``verl_tor.eval.judge``), as the paper's judge did.
+With ``--judge-url URL --judge-model NAME`` every ``EVAL_PROTOCOL=tor`` evaluation also gets a row graded as ToR's
+harness grades (``verl_tor.eval.judge``: an OpenAI-compatible LLM extracts and judges answers; replies cached on
+disk), the judge model and the count of responses a failed call left ungraded in its label.
+
+Evaluations with ``IMAGE=removed`` (every image deleted from the prompt) get rows of their own and a table of the
+accuracy with the image, without it and the gap, per benchmark. ``--compare`` adds the paired comparison of
+``verl_tor.eval.compare`` of every run's latest evaluation against the first run's, per protocol.
 
 The PNG has one line per run: reward (``critic/score/mean``), validation accuracy, ToR's selected fractions
 (``tor/*``) and response length over training steps.
@@ -28,13 +34,16 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verl_tor.eval import compare
 from verl_tor.eval.benchmarks import BENCHMARKS, DATA_SOURCES
-from verl_tor.eval.judge import Judge, judged_accuracy
+from verl_tor.eval.grades import PRESENT, REMOVED, TOR, EvaluationError, load_evaluation, protocol_of
+from verl_tor.eval.judge import HARNESS_RULES, Judge, add_judge_arguments, judge_from_arguments
 from verl_tor.inspect.page import write_page
 from verl_tor.inspect.reader import find_inspect_file
 
@@ -53,10 +62,16 @@ GRADING_NOTE = (
     "option letters, yes/no). The paper extracted answers with an LLM judge (Gemini-2.0-Flash); its numbers are "
     "shown for orientation, not as a like-for-like comparison."
 )
-JUDGED = "answers extracted by"
+JUDGED = "graded as ToR's harness by judge"
 JUDGE_NOTE = (
-    "Rows marked “answers extracted by …” grade, by the same rule, the final answer that LLM extracted from each "
-    "response (`--judge-url`), closer to the paper's protocol."
+    "Rows marked “graded as ToR's harness by judge …” grade each response as the NoisyRollout harness that ToR "
+    "reports with does, with that LLM as its judge (`--judge-url`; "
+    + "; ".join(f"{DATA_SOURCES[source]}: {rule}" for source, rule in HARNESS_RULES.items())
+    + ")."
+)
+UNJUDGED_NOTE = (
+    "These greedy evaluations follow ToR's protocol (`EVAL_PROTOCOL=tor`) except its LLM grading: add "
+    "`--judge-url URL --judge-model NAME` for the harness's grading."
 )
 # Key of verl_tor.launch.prompt_filter's entry in run.json (not imported from there: that module imports veRL).
 FILTER_RECORD_KEY = "prompt_filter"
@@ -109,6 +124,10 @@ class Row:
     n: int
     accuracy: dict[str, float]
     paper: tuple[float, ...] | None = None
+    # Which evaluation it is: with the image or without it (IMAGE=removed), graded by rule or by a judge.
+    evaluation: str = ""
+    image: str = PRESENT
+    grading: str = "rule"
 
 
 @dataclass
@@ -146,12 +165,26 @@ def _evaluation_rows(folder: Path, label: str, paper: tuple[float, ...] | None, 
 
 
 def _judged_rows(folder: Path, rows: list[Row], judge: Judge | None) -> list[Row]:
-    """With a judge, each evaluation row again with the judge-extracted answers graded (``verl_tor.eval.judge``)."""
-    if judge is None or not rows or not (folder / "generations").is_dir():
+    """With a judge, an ``EVAL_PROTOCOL=tor`` evaluation's row again, graded as ToR's harness grades."""
+    if judge is None or not rows or protocol_of(read_run_info(folder)) != TOR:
         return []
-    accuracy, unmatched = judged_accuracy(folder, judge)
-    note = f", {JUDGED} {judge.model}" + (f" ({unmatched} responses matched no row)" if unmatched else "")
-    return [Row(row.label, row.source + note, row.n, accuracy, row.paper) for row in rows]
+    evaluation = load_evaluation(folder, judge)
+    failed = evaluation.ungraded()
+    note = f", {JUDGED} {judge.model}" + (f" ({failed} responses ungraded: judge call failed)" if failed else "")
+    return [
+        Row(row.label, row.source + note, row.n, evaluation.accuracy(), row.paper, row.evaluation, row.image, "judge")
+        for row in rows
+    ]
+
+
+def _mark_evaluation(rows: list[Row], folder: Path) -> list[Row]:
+    """Rows of the evaluation in ``folder``, labelled with its image setting."""
+    image = read_run_info(folder).get("image", PRESENT)
+    for row in rows:
+        row.evaluation, row.image = str(folder), image
+        if image == REMOVED:
+            row.source += ", image removed"
+    return rows
 
 
 def filter_records(info: dict[str, Any], launch: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -169,14 +202,17 @@ def load_run(folder: Path, judge: Judge | None = None) -> Run:
     # A SMOKE run (tiny random model, synthetic data) says so in every row it gives.
     ours = "ours (SMOKE)" if info.get("smoke") == "1" else "ours"
     if info.get("kind") == "eval":
-        run.rows = _evaluation_rows(folder, run.label, None, f"{ours}: {name}")
+        run.rows = _mark_evaluation(_evaluation_rows(folder, run.label, None, f"{ours}: {name}"), folder)
         run.rows += _judged_rows(folder, run.rows, judge)
         return run
     paper = paper_row(info)
     for evaluation in sorted(path for path in (folder / "eval").glob("*") if path.is_dir()):
         run.filtered += filter_records(read_run_info(evaluation), f"{name}/eval/{evaluation.name}")
         source = f"{ours}: {name}, {read_run_info(evaluation).get('step', evaluation.name)}"
-        rows = _evaluation_rows(evaluation, run.label, paper, source)
+        # The paper's row stands beside evaluations with the image only.
+        with_image = read_run_info(evaluation).get("image", PRESENT) == PRESENT
+        rows = _evaluation_rows(evaluation, run.label, paper if with_image else None, source)
+        rows = _mark_evaluation(rows, evaluation)
         run.rows += rows + _judged_rows(evaluation, rows, judge)
     if not run.rows:
         source = f"{ours}: {name}, training-time validation, step {{step}}"
@@ -231,19 +267,73 @@ def filter_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(runs: Sequence[Run], png: str | None = None, pages: dict[str, str] | None = None) -> str:
-    """The report: one table per protocol (greedy first), each with the grading note, then the curves, the rows the
-    prompt filter removed and the token inspector pages (``pages``: run name → link) of the ToR runs."""
+def image_gap_table(rows: Sequence[Row]) -> str:
+    """Per evaluation without the image (``IMAGE=removed``) and its counterpart with it (same run, step, protocol
+    and grading): accuracy with / without (gap = without - with), per benchmark and the mean."""
+    with_image = {
+        (row.label, row.source, row.n, row.grading): row for row in rows if row.image == PRESENT and row.evaluation
+    }
+    sources = [s for s in BENCHMARKS if any(s in row.accuracy for row in rows)]
+    others = sorted({s for row in rows for s in row.accuracy if s not in BENCHMARKS})
+    header = ["method", "source", "n", *(DATA_SOURCES.get(s, s) for s in sources + others)]
+    if sources == list(BENCHMARKS):
+        header.append("mean")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if row.image != REMOVED:
+            continue
+        present_source = row.source.replace(", image removed", "")
+        pair = with_image.get((row.label, present_source, row.n, row.grading))
+        if pair is None:
+            continue
+        cells = []
+        columns = [(pair.accuracy.get(s), row.accuracy.get(s)) for s in sources + others]
+        if "mean" in header:
+            columns.append((benchmark_mean(pair.accuracy), benchmark_mean(row.accuracy)))
+        for present, removed in columns:
+            if present is None or removed is None:
+                cells.append("–")
+            else:
+                gap = f"{100 * (removed - present):+.1f}".replace("-", "−")
+                cells.append(f"{_percent(present)} / {_percent(removed)} ({gap})")
+        lines.append(f"| {row.label} | {present_source} | {row.n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def markdown_report(
+    runs: Sequence[Run],
+    png: str | None = None,
+    pages: dict[str, str] | None = None,
+    comparisons: str | None = None,
+) -> str:
+    """The report: one table per protocol (greedy first), each with the grading note, the accuracy without the
+    image, the paired comparison (``comparisons``, Markdown of ``verl_tor.eval.compare``), then the curves, the rows
+    the prompt filter removed and the token inspector pages (``pages``: run name → link) of the ToR runs."""
     rows = [row for run in runs for row in run.rows]
     parts = ["# ToR reproduction results", ""]
-    if not rows:
-        parts += ["No validation metrics found in: " + ", ".join(str(run.folder) for run in runs), ""]
     for n in sorted({row.n for row in rows}):
-        title = "greedy decoding (n = 1), the paper's protocol" if n == 1 else f"avg@{n}: mean of {n} samples"
+        title = (
+            "greedy decoding (n = 1, EVAL_PROTOCOL=tor), the paper's protocol"
+            if n == 1
+            else f"avg@{n}: mean of {n} samples (EVAL_PROTOCOL=avg8)"
+        )
         table_rows = [row for row in rows if row.n == n]
-        note = GRADING_NOTE + (" " + JUDGE_NOTE if any(JUDGED in row.source for row in table_rows) else "")
+        note = GRADING_NOTE
+        if any(row.grading == "judge" for row in table_rows):
+            note += " " + JUDGE_NOTE
+        elif n == 1 and any(row.evaluation for row in table_rows):
+            note += " " + UNJUDGED_NOTE
         parts += [f"## Accuracy (%), {title}", "", f"> {note}", ""]
         parts += [markdown_table(table_rows), ""]
+    gaps = image_gap_table(rows)
+    if gaps:
+        note = (
+            "Every image deleted from the prompt (`IMAGE=removed`: the conversation without its `<image>` "
+            "placeholders and without images), beside the same model with it: with / without (gap, points)."
+        )
+        parts += ["## Accuracy (%) with and without the image", "", f"> {note}", "", gaps, ""]
+    if comparisons:
+        parts += ["## Paired comparison", "", comparisons, ""]
     if png:
         parts += ["## Training curves", "", f"![training curves]({png})", ""]
     if any(run.filtered for run in runs):
@@ -298,30 +388,67 @@ def plot_curves(runs: Iterable[Run], path: str | Path) -> None:
     plt.close(figure)
 
 
+def paired_comparisons(runs: Sequence[Run], judge: Judge | None) -> tuple[str, list[compare.Comparison]]:
+    """``verl_tor.eval.compare`` of every run's latest evaluation with the image against the first run's, per
+    protocol that the first run was evaluated with (runs without such an evaluation are left out)."""
+
+    def latest(run: Run, protocol: str) -> Path | None:
+        try:
+            return compare.evaluation_folder(run.folder, protocol, PRESENT)
+        except EvaluationError:
+            return None
+
+    found: list[compare.Comparison] = []
+    for protocol in (TOR, "avg8"):
+        baseline, *others = [latest(run, protocol) for run in runs]
+        others = [folder for folder in others if folder is not None]
+        if baseline is None or not others:
+            continue
+        arm = compare.load_arm(str(baseline), protocol, PRESENT, judge)
+        found += [compare.compare(arm, compare.load_arm(str(other), protocol, PRESENT, judge)) for other in others]
+    return compare.markdown(found), found
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_tor.eval.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (OUTPUT_DIR/<experiment>) or eval folders")
     parser.add_argument("--out", type=Path, required=True, help="Markdown file to write")
     parser.add_argument("--png", type=Path, help="training-curves PNG (default: next to --out, <out>_curves.png)")
     parser.add_argument(
-        "--judge-url",
-        help="OpenAI-compatible endpoint (…/v1) that extracts answers again (verl_tor.eval.judge); off by default",
+        "--compare", action="store_true", help="paired comparison of each run with the first (verl_tor.eval.compare)"
     )
-    parser.add_argument("--judge-model", help="model name for --judge-url")
+    add_judge_arguments(parser)
     args = parser.parse_args(argv)
-    if bool(args.judge_url) != bool(args.judge_model):
-        parser.error("--judge-url and --judge-model go together")
-    judge = Judge(args.judge_url, args.judge_model) if args.judge_url else None
-    runs = [load_run(folder, judge) for folder in args.runs]
+    missing = [str(folder) for folder in args.runs if not folder.is_dir()]
+    if missing:
+        parser.error("no such run or evaluation folder: " + ", ".join(missing))
+    judge = judge_from_arguments(parser, args)
+    try:
+        runs = [load_run(folder, judge) for folder in args.runs]
+        if not any(run.rows for run in runs):
+            raise EvaluationError("no validation results (val-core/* metrics) in " + ", ".join(map(str, args.runs)))
+        comparisons, found = paired_comparisons(runs, judge) if args.compare else ("", [])
+    except EvaluationError as error:
+        sys.exit(f"verl_tor.eval.report: {error}")
     png = args.png or args.out.with_name(args.out.stem + "_curves.png")
     plot_curves(runs, png)
+    if found:
+        compare_png = args.out.with_name(args.out.stem + "_compare.png")
+        compare.plot(found, compare_png)
+        comparisons += f"\n![paired differences]({os.path.relpath(compare_png, args.out.parent)})\n"
     # Each ToR run that recorded tokens gets its inspector page written next to its checkpoints' folder.
     pages = {
         run.name: os.path.relpath(write_page(str(run.folder)), args.out.parent)
         for run in runs
         if find_inspect_file(str(run.folder))
     }
-    args.out.write_text(markdown_report(runs, os.path.relpath(png, args.out.parent), pages))
+    args.out.write_text(markdown_report(runs, os.path.relpath(png, args.out.parent), pages, comparisons))
+    if judge is not None and judge.failed_calls:
+        print(f"warning: {judge.failed_calls} judge calls failed; those responses are ungraded", file=sys.stderr)
     print(f"wrote {args.out} and {png}" + "".join(f", {page}" for page in pages.values()))
 
 

@@ -13,9 +13,13 @@ The response is expected in the paper's format: reasoning inside ``<think>…</t
 
 Without ``extra_info`` the type is inferred from the ground truth (``yes``/``no``, option letters, else free-form).
 
-``compute_score`` returns ``{"score", "acc", "format", "pred"}``: ``acc`` is pure accuracy (0 or 1), ``format`` is 1
-when the response is ``<think>…</think>`` followed by a ``\\boxed{}``, and ``score = (1 - w) * acc + w * format``
-with ``w = format_weight`` (default 0.1, as veRL's geo3k scorer; 0 gives a pure accuracy reward).
+``compute_score`` returns ``{"score", "acc", "format", "pred", "row"}``: ``acc`` is pure accuracy (0 or 1),
+``format`` is 1 when the response is ``<think>…</think>`` followed by a ``\\boxed{}``, and
+``score = (1 - w) * acc + w * format`` with ``w = format_weight`` (default 0.1, as veRL's geo3k scorer; 0 gives a
+pure accuracy reward). ``row`` names the dataset row the response answers (:func:`row_id`, ``""`` without an
+``extra_info["index"]``): veRL dumps every returned key with each validation sample
+(``trainer.validation_data_dir``) and skips string values in its metrics, so ``verl_tor.eval`` matches each dumped
+response to its own benchmark row by it, never by question text (rows share texts).
 
 Bounded time on hostile output. veRL 0.9.1 calls a synchronous scorer through ``loop.run_in_executor`` (a worker
 thread of a Ray actor), where math-verify's ``signal.alarm`` timeouts cannot run. Equivalence checks therefore run
@@ -107,7 +111,27 @@ def compute_score(
     acc = 1.0 if pred and gold and grader.is_correct(pred, gold, answer_type, choices) else 0.0
     fmt = 1.0 if has_reasoning_format(response) else 0.0
     score = (1.0 - format_weight) * acc + format_weight * fmt
-    return {"score": score, "acc": acc, "format": fmt, "pred": pred[:MAX_ANSWER_CHARS]}
+    return {
+        "score": score,
+        "acc": acc,
+        "format": fmt,
+        "pred": pred[:MAX_ANSWER_CHARS],
+        "row": row_id(data_source, info),
+    }
+
+
+def row_id(data_source: str, extra_info: Mapping[str, Any]) -> str:
+    """``"<data_source>:<split>:<index>"`` of a row ``verl_tor.data_prep`` wrote (its ``extra_info`` keeps the split
+    and the row's position in it); ``""`` when ``extra_info`` has no index."""
+    index = extra_info.get("index")
+    if index is None:
+        return ""
+    return f"{data_source}:{extra_info.get('split') or ''}:{int(index)}"
+
+
+def source_of_row(row: str) -> str:
+    """The ``data_source`` part of a :func:`row_id` (data sources may themselves hold ``:``-free slashes)."""
+    return row.rsplit(":", 2)[0]
 
 
 def infer_answer_type(ground_truth: str) -> str:
