@@ -8,6 +8,9 @@ which a CPU cannot run; here the branch runs in two real processes whose gloo gr
 sliced the way veRL's engine slices (``ulysses_pad``: padded at the tail to a multiple of the group), and its result
 must equal the single-rank branch and the float64 brute force at the response positions.
 
+Every branch (remove-padding, padded, Ulysses) gathers the response positions' logits a chunk of positions at a time:
+indexing them all at once would copy up to 8 GB per 16k-token micro-batch at Qwen3.5's V = 248,320.
+
 Run as a script, this file is the two ranks (``python tests/test_ulysses_entropy.py OUT_FILE``).
 """
 
@@ -21,7 +24,10 @@ import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 SP_SIZE = 2
 TOP_P = 0.95
@@ -29,23 +35,23 @@ PROMPT_LENGTHS, RESPONSE_LENGTHS = [5, 3, 6], [4, 2, 5]  # 25 packed tokens: odd
 VOCAB = 300
 
 
-def packed_micro_batch():
+def packed_micro_batch(response_lengths=RESPONSE_LENGTHS, vocab=VOCAB):
     """veRL's packed micro-batch fields ToR reads (nested input ids and responses), logits and temperatures."""
     from tensordict import TensorDict
 
     from verl_tor.nested import nested_rows
 
     generator = torch.Generator().manual_seed(0)
-    lengths = [p + r for p, r in zip(PROMPT_LENGTHS, RESPONSE_LENGTHS, strict=True)]
+    lengths = [p + r for p, r in zip(PROMPT_LENGTHS, response_lengths, strict=True)]
     micro_batch = TensorDict(
         {
-            "input_ids": nested_rows([torch.randint(0, VOCAB, (n,), generator=generator) for n in lengths]),
-            "responses": nested_rows([torch.randint(0, VOCAB, (n,), generator=generator) for n in RESPONSE_LENGTHS]),
+            "input_ids": nested_rows([torch.randint(0, vocab, (n,), generator=generator) for n in lengths]),
+            "responses": nested_rows([torch.randint(0, vocab, (n,), generator=generator) for n in response_lengths]),
         },
         batch_size=[len(lengths)],
     )
     # Peaked and spread rows alike; per-token temperatures as the engine passes them.
-    logits = torch.randn(sum(lengths), VOCAB, generator=generator) * torch.linspace(0.5, 6.0, sum(lengths))[:, None]
+    logits = torch.randn(sum(lengths), vocab, generator=generator) * torch.linspace(0.5, 6.0, sum(lengths))[:, None]
     temperature = torch.full((sum(lengths),), 0.7)
     return micro_batch, logits, temperature
 
@@ -80,6 +86,66 @@ def truncated_entropy_on_rank(rank: int, world_size: int, port: int, out_file: s
     dist.destroy_process_group()
 
 
+def response_rows(response_lengths=RESPONSE_LENGTHS) -> np.ndarray:
+    """Brute force: position t's logits predict token t + 1; a response ends its sequence."""
+    ends = np.cumsum([p + r for p, r in zip(PROMPT_LENGTHS, response_lengths, strict=True)])
+    return np.concatenate([np.arange(end - r - 1, end - 1) for end, r in zip(ends, response_lengths, strict=True)])
+
+
+class LargestAllocation(TorchDispatchMode):
+    """Records the bytes of the largest storage any operation allocates (views and in-place results, which share an
+    input's storage, excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.nbytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if type(t) is torch.Tensor}
+        for tensor in tree_leaves(out):
+            if type(tensor) is torch.Tensor and tensor.untyped_storage().data_ptr() not in inputs:
+                self.nbytes = max(self.nbytes, tensor.untyped_storage().nbytes())
+        return out
+
+
+@pytest.mark.parametrize("branch", ["remove_padding", "padded", "ulysses"])
+def test_each_branch_gathers_the_logits_a_chunk_of_positions_at_a_time(branch, monkeypatch):
+    from reference_math import reference_truncated_entropy
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+
+    from verl_tor import engine_truncated_entropy
+
+    chunk, vocab, response_lengths = 4, 10_000, [12, 7, 10]  # 29 response positions, over 7 chunks
+    monkeypatch.setattr(engine_truncated_entropy, "ROWS_PER_CHUNK", chunk)
+    micro_batch, logits, _ = packed_micro_batch(response_lengths, vocab)
+    lengths = [p + r for p, r in zip(PROMPT_LENGTHS, response_lengths, strict=True)]
+    sample_temperature = torch.tensor([0.7, 1.0, 1.3])
+    temperature = torch.repeat_interleave(sample_temperature, torch.tensor(lengths))
+    engine = SimpleNamespace(use_ulysses_sp=branch == "ulysses")
+    # Without a sequence-parallel group veRL's gather returns the one rank's scores (the two-rank gather is above).
+    engine._gather_and_unpad_packed = functools.partial(FSDPEngineWithLMHead._gather_and_unpad_packed, engine)
+    tu.assign_non_tensor(micro_batch, use_remove_padding=branch != "padded")
+    if branch == "padded":  # (bsz, max_len, V), right-padded
+        output = SimpleNamespace(logits=torch.nn.utils.rnn.pad_sequence(list(logits.split(lengths)), batch_first=True))
+        output_args = {"temperature": sample_temperature}
+    else:
+        output = SimpleNamespace(logits=logits.unsqueeze(0))
+        output_args = {"temperature_rmpad": temperature, "pad_size": 0}
+
+    with torch.no_grad(), LargestAllocation() as largest:
+        entropy = engine_truncated_entropy._truncated_entropy_of_responses(
+            engine, output, output_args, micro_batch, TOP_P
+        )
+
+    rows = response_rows(response_lengths)
+    expected = reference_truncated_entropy(logits[rows] / temperature[rows, None], TOP_P)
+    np.testing.assert_allclose(entropy.values().numpy(), expected, rtol=1e-5, atol=1e-6)
+    # One chunk's rows in float64 at most (the scoring's widest dtype); all 29 positions' logits would be 29 rows.
+    assert largest.nbytes <= chunk * vocab * 8 < len(rows) * vocab * logits.element_size()
+
+
 def test_ulysses_branch_equals_the_single_rank_branch_and_the_brute_force(tmp_path):
     from reference_math import reference_truncated_entropy
     from verl.utils import tensordict_utils as tu
@@ -106,10 +172,7 @@ def test_ulysses_branch_equals_the_single_rank_branch_and_the_brute_force(tmp_pa
     )
     torch.testing.assert_close(ulysses["offsets"], single.offsets())
     torch.testing.assert_close(ulysses["values"], single.values(), rtol=0, atol=0)
-    # Brute force: position t's logits predict token t + 1; a response ends its sequence.
-    ends = np.cumsum([p + r for p, r in zip(PROMPT_LENGTHS, RESPONSE_LENGTHS, strict=True)])
-    rows = np.concatenate([np.arange(end - r - 1, end - 1) for end, r in zip(ends, RESPONSE_LENGTHS, strict=True)])
-    expected = reference_truncated_entropy(logits[rows] / 0.7, TOP_P)
+    expected = reference_truncated_entropy(logits[response_rows()] / 0.7, TOP_P)
     np.testing.assert_allclose(ulysses["values"].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 

@@ -20,25 +20,38 @@ from verl_tor.methods.scores import truncated_entropy
 TARGET_MODULE = "verl.workers.engine.fsdp.transformer_impl"
 TRUNCATED_ENTROPY_TOP_P = "tor_entropy_top_p"
 TRUNCATED_ENTROPY = "tor_truncated_entropy"
-# Rows of the (tokens, vocab) logits scaled and scored at a time: bounds the fp32 copy to this many rows.
-ROWS_PER_CHUNK = 1024
+# Rows of the (tokens, vocab) logits gathered, scaled and scored at a time: bounds the float32 copy to this many rows
+# (256 rows x V = 248,320 x 4 bytes = 254 MB), whatever the number of response positions.
+ROWS_PER_CHUNK = 256
 
 
-def truncated_entropy_of_rows(logits: torch.Tensor, temperature: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Top-p entropy of ``logits / temperature`` row by row.
+def truncated_entropy_of_rows(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_p: float,
+    index: tuple[torch.Tensor, ...] | None = None,
+) -> torch.Tensor:
+    """Top-p entropy of ``logits[index] / temperature`` row by row, gathering ``ROWS_PER_CHUNK`` rows at a time.
+
+    Indexing with index tensors copies every selected row at once (at V = 248,320, a 16k-token micro-batch is 8 GB
+    in bf16); gathering a chunk, scoring it and dropping it bounds the extra memory by the chunk.
 
     Args:
-        logits: ``[N, V]`` raw logits (any float dtype).
-        temperature: ``[N]`` per-row temperature.
+        logits: ``[*lead, V]`` raw logits (any float dtype).
+        temperature: ``[N]`` temperature of each selected row.
         top_p: nucleus mass of Eq. 5.
+        index: one ``[N]`` long tensor per leading dimension of ``logits``, selecting the rows to score; ``None``
+            scores every row of a ``[N, V]`` ``logits``.
 
     Returns:
         ``[N]`` float32 entropies.
     """
-    out = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
-    for start in range(0, logits.shape[0], ROWS_PER_CHUNK):
+    out = torch.empty(temperature.shape[0], dtype=torch.float32, device=logits.device)
+    for start in range(0, temperature.shape[0], ROWS_PER_CHUNK):
         rows = slice(start, start + ROWS_PER_CHUNK)
-        scaled = logits[rows].float() / temperature[rows].float().clamp(min=1e-8).unsqueeze(-1)
+        chunk = logits[rows] if index is None else logits[tuple(i[rows] for i in index)]
+        # bf16 / float32 promotes to float32: one float32 copy of the chunk, never an in-place change of veRL's logits.
+        scaled = chunk / temperature[rows].float().clamp(min=1e-8).unsqueeze(-1)
         out[rows] = truncated_entropy(scaled, top_p)
     return out
 
@@ -85,16 +98,15 @@ def _truncated_entropy_of_responses(engine, output, output_args: dict, micro_bat
             entropy = truncated_entropy_of_rows(logits, temperature, top_p)
             entropy = engine._gather_and_unpad_packed(entropy, output_args["pad_size"])[positions]
         else:
-            entropy = truncated_entropy_of_rows(logits[positions], temperature[positions], top_p)
+            entropy = truncated_entropy_of_rows(logits, temperature[positions], top_p, index=(positions,))
     else:
         # (bsz, max_len, V), right-padded: sample i's packed position p is row p - offset_i of logits[i].
         seq_offsets = micro_batch["input_ids"].offsets().to(positions.device)
         sample = torch.repeat_interleave(
             torch.arange(len(response_offsets) - 1, device=positions.device), response_offsets.diff()
         )
-        rows = logits[sample, positions - seq_offsets[sample]]
-        temperature = output_args["temperature"].to(rows.device)[sample]
-        entropy = truncated_entropy_of_rows(rows, temperature, top_p)
+        temperature = output_args["temperature"].to(logits.device)[sample]
+        entropy = truncated_entropy_of_rows(logits, temperature, top_p, index=(sample, positions - seq_offsets[sample]))
     return torch.nested.nested_tensor_from_jagged(
         entropy, response_offsets, max_seqlen=int(response_offsets.diff().max()) if len(entropy) else 0
     )
