@@ -14,7 +14,8 @@ Building each batch on the driver (re-tokenizing, hashing the pixels for the see
     python -m benchmarks.bench_counterfactual [--family qwen2_5_vl --batch 16 --image-size 448 --hidden 256
                                                --layers 4 --repeats 3]
 
-Ratios are measured in one run (this machine is noisy); docs/counterfactuals.md keeps the figures.
+Each ratio is the median over repeats of a forward divided by the old-log-prob forward run just before it
+(a shared machine's load changes between, not within, such pairs); docs/counterfactuals.md keeps the figures.
 """
 
 from __future__ import annotations
@@ -89,27 +90,31 @@ def main() -> None:
         actor.infer_batch(batch)
         return time.perf_counter() - start
 
+    def paired_ratio(batch, **meta) -> float:
+        """Median over repeats of (``batch``'s forward / the old-log-prob forward run just before it): each
+        ratio compares two forwards a second apart, so a load change on a shared machine hits both."""
+        ratios = []
+        for _ in range(args.repeats):
+            old_s = timed(full, calculate_entropy=True)
+            ratios.append(timed(batch, **meta) / old_s)
+        return statistics.median(ratios)
+
     timed(full, calculate_entropy=True)  # warm-up
-    old, old_tor = [], []
-    for _ in range(args.repeats):
-        old.append(timed(full, calculate_entropy=True))
-        old_tor.append(timed(full, calculate_entropy=True, **{TRUNCATED_ENTROPY_TOP_P: 0.95}))
     all_tokens = sum(len(ids) for ids in as_list(full["input_ids"]))
-    old_s = statistics.median(old)
+    old_s = statistics.median(timed(full, calculate_entropy=True) for _ in range(args.repeats))
     figures = {
         "family": args.family,
         "batch": args.batch,
         "image_size": args.image_size,
         "tokens_per_sample": all_tokens / args.batch,
         "old_log_prob_s": old_s,
-        "truncated_entropy_overhead": statistics.median(old_tor) / old_s,
+        "truncated_entropy_overhead": paired_ratio(full, calculate_entropy=True, **{TRUNCATED_ENTROPY_TOP_P: 0.95}),
     }
     for kind in tqdm(COUNTERFACTUALS, desc="counterfactuals"):
         start = time.perf_counter()
         batch, _ = counterfactual_batch(kind, spec, samples, seed=0, step=1)
         build_s = time.perf_counter() - start
-        forward_s = statistics.median(timed(batch, calculate_entropy=False) for _ in range(args.repeats))
-        figures[f"{kind}_over_old"] = forward_s / old_s
+        figures[f"{kind}_over_old"] = paired_ratio(batch, calculate_entropy=False)
         figures[f"{kind}_token_ratio"] = sum(len(ids) for ids in as_list(batch["input_ids"])) / all_tokens
         figures[f"{kind}_build_over_old"] = build_s / old_s
     print("| measure | value |\n|---|---|")
