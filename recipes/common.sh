@@ -141,8 +141,14 @@ DAPO=(
 )
 
 # ToR with the paper's values (arXiv 2603.25077, Table 4); recipes append tor.* changes after it.
+# Token inspector (docs/inspector.md): 8 samples in full every 5 steps, into the run's checkpoint folder.
+INSPECT=(
+  tor.inspect.samples_per_step=8
+  tor.inspect.every_n_steps=5
+)
 TOR=(
   tor.enable=true
+  tor.method=tor
   tor.reasoning_quantile=0.3
   tor.perception_quantile=0.3
   tor.reasoning_weight=1.0
@@ -150,10 +156,18 @@ TOR=(
   tor.other_weight=0.0
   tor.entropy_top_p=0.95
   tor.counterfactual=remove_image
-  # Token inspector (README.md): 8 samples in full every 5 steps, into the run's checkpoint folder.
-  tor.inspect.samples_per_step=8
-  tor.inspect.every_n_steps=5
+  "${INSPECT[@]}"
 )
+
+# compare_method NAME MODEL METHOD [OVERRIDE...]: one arm of a controlled comparison of token-credit methods
+# (docs/methods.md): GRPO on Geometry3K with the preset tor.method=METHOD and nothing else changed, so the arms of
+# one model differ only in the method (the grpo arm is the same trainer with every weight 1).
+compare_method() {
+  local name=$1 model=$2 method=$3
+  shift 3
+  run_recipe tor "$name" "GRPO, tor.method=$method" "$model" geo3k "${GRPO[@]}" tor.enable=true "tor.method=$method" \
+    "${INSPECT[@]}" "$@"
+}
 
 # veRL's asynchronous trainer modes with ToR (README.md, "Trainer modes"); every other setting is the recipe's.
 # colocate_async: rollout and training share the GPUs; generation runs one batch ahead and is aborted at each weight

@@ -338,13 +338,13 @@ def test_trainer_pass_stores_counterfactual_log_probs_and_old_ones_without_an_im
 ):
     """The trainer's pass on a batch of image, text-only and padding samples (veRL's engine, TransferQueue faked):
     image rows get the log-probs of ``counterfactual_batch`` through the engine, the others their old log-probs
-    (Δ = 0), and ``tor_visual_sensitivity`` is |Δ|."""
+    (Δ = 0), and ``tor_has_image`` flags the samples with an image."""
     from types import SimpleNamespace
 
     from transfer_queue import KVBatchMeta
 
     from verl_tor import trainer as trainer_module
-    from verl_tor.methods.tor import ToRConfig
+    from verl_tor.methods.config import TokenCreditConfig
     from verl_tor.testing.actor_engine import actor_overrides, compose_ppo_config
 
     response = _response(processor, " red blue")
@@ -360,7 +360,7 @@ def test_trainer_pass_stores_counterfactual_log_probs_and_old_ones_without_an_im
     queue = _TransferQueue(rows)
     monkeypatch.setattr(trainer_module, "tq", queue)
     trainer = trainer_module.ToRTrainer.__new__(trainer_module.ToRTrainer)
-    trainer.tor = ToRConfig(counterfactual=kind)
+    trainer.tor = TokenCreditConfig.from_mapping({"counterfactual": kind})
     trainer.config = compose_ppo_config(actor_overrides(model_dir, micro_batch_size=MICRO_BATCH))
     trainer.vision_spec = vision_block_spec(processor, processor.config)
     trainer.vision_placeholder_ids = [processor.image_token_id]
@@ -379,6 +379,5 @@ def test_trainer_pass_stores_counterfactual_log_probs_and_old_ones_without_an_im
     for row, lp in zip((1, 2), expected, strict=True):
         torch.testing.assert_close(stored[row], lp.float(), rtol=0, atol=1e-6)
         assert (stored[row] - old_lp[row]).abs().max() > 1e-5  # the counterfactual changed something
-    for got, cf, old in zip(queue.put[trainer_module.VISUAL_SENSITIVITY], stored, old_lp, strict=True):
-        torch.testing.assert_close(got, (cf - old.float()).abs(), rtol=0, atol=0)
+    assert [bool(flag) for flag in queue.put[trainer_module.HAS_IMAGE]] == [False, True, True, False]
     assert metrics["tor/image_sample_fraction"] == pytest.approx(2 / 3)

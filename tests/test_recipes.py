@@ -73,7 +73,7 @@ def recipe_model(script: str) -> tuple[str, str]:
 
 
 def recipe_trainer_mode(script: str) -> str:
-    uses_tor = "_tor" in script or "_only" in script or script == GPU_SMOKE
+    uses_tor = "_tor" in script or "_only" in script or "_compare_" in script or script == GPU_SMOKE
     mode = next((mode for mode in ("colocate_async", "separate_async") if script.endswith(f"_{mode}.sh")), "sync")
     return f"tor_{mode}" if uses_tor else mode
 
@@ -967,3 +967,19 @@ def test_smoke_grpo_baseline_with_kl_and_reference_model(tmp_path):
         assert name in steps[1], name
     assert steps[1]["actor/kl_coef"] == 0.01
     assert not any(name.startswith("tor/") for name in steps[1])
+
+
+@pytest.mark.parametrize("model", ["qwen3_vl_4b", "qwen2_5_vl_7b"])
+def test_method_comparison_arms_differ_only_in_the_method(model, recipe_config):
+    """The controlled comparison: every ``<model>_geo3k_compare_<method>.sh`` composes the same veRL config but for
+    ``tor.method`` (and the run's own name and folders), and every registered preset has an arm."""
+    from verl_tor.methods.registry import METHODS
+
+    arms = {method: _leaves(recipe_config(f"{model}_geo3k_compare_{method}.sh", (), False)[0]) for method in METHODS}
+    run_specific = ("trainer.experiment_name", "trainer.default_local_dir", "ray_kwargs.ray_init.runtime_env")
+    run_specific += ("actor_rollout_ref.rollout.trace.experiment_name",)
+    reference = arms["grpo"]
+    for method, leaves in arms.items():
+        assert leaves["tor.method"] == method and leaves["trainer.v1.trainer_mode"] == "tor_sync"
+        differing = {key for key in reference.keys() | leaves.keys() if reference.get(key) != leaves.get(key)}
+        assert {key for key in differing if not key.startswith(run_specific)} <= {"tor.method"}, method

@@ -296,7 +296,7 @@ def test_tor_runs_link_their_token_inspector_page(runs, tmp_path):
     batch = StepBatch(
         rows=[0], prompts=[torch.tensor([1, 2])], responses=[torch.tensor([3, 4, 5])], response_mask=[one.bool()],
         entropy=[one], sensitivity=[one], reasoning=[one.bool()], perception=[~one.bool()], weights=[one],
-        advantages=[one], metrics={f"{n}_{k}": 1.0 for n in ("reasoning", "perception") for k in ("threshold", "fraction")}
+        advantages=[one], loss_advantages=[one], rho=None, metrics={f"{n}_{k}": 1.0 for n in ("reasoning", "perception") for k in ("threshold", "fraction")}
         | {"overlap_fraction": 0.0},
     )  # fmt: skip
     sample = recorder.sample_record(

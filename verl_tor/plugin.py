@@ -33,8 +33,15 @@ def disabled(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def _register_trainer(_module) -> None:
-    import verl_tor.audit.trainer  # noqa: F401  (registers trainer mode tor_audit)
+    import sys
+
     import verl_tor.trainer  # noqa: F401  (registers trainer modes tor_sync, tor_colocate_async, ...)
+
+    # When code imports verl_tor.trainer itself, veRL's trainer package (and so this hook) loads while that module
+    # is half executed; its own last lines register the tor_<mode> trainers, and the audit mode (a subclass of
+    # tor_sync) is left to processes that load veRL first, as every veRL process does (main_ppo, its TaskRunner).
+    if not getattr(sys.modules["verl_tor.trainer"].__spec__, "_initializing", False):
+        import verl_tor.audit.trainer  # noqa: F401  (registers trainer mode tor_audit)
 
 
 def _attach_config_checks(verl_config) -> None:
