@@ -521,7 +521,7 @@ def convert_dataset(
         "dataset": spec.hub_id,
         "config": spec.hub_config,
         "data_source": spec.name,
-        "converter": f"data_prep.{spec.name}",
+        "converter": f"verl_tor.data_prep.{spec.name}",
         "source": str(local_path.resolve()) if local_path is not None else "huggingface hub",
         "revision": revision,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
