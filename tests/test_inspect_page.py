@@ -237,10 +237,19 @@ def test_cli_writes_the_page_next_to_the_run_or_where_asked(run_dir, tmp_path, c
     inspect_main([run_dir])
     default = os.path.join(run_dir, PAGE_FILE)
     assert capsys.readouterr().out.strip() == default
-    assert embedded_data(open(default, encoding="utf-8").read())["source"] == find_inspect_file(run_dir)
+    data = embedded_data(open(default, encoding="utf-8").read())
+    # The file relative to the run's parent folder: no absolute path of the machine that wrote the page.
+    parent = os.path.dirname(os.path.abspath(run_dir.rstrip(os.sep)))
+    assert os.path.join(parent, data["source"]) == find_inspect_file(run_dir) and not os.path.isabs(data["source"])
     other = str(tmp_path / "elsewhere.html")
     inspect_main([run_dir, "--out", other])
     assert os.path.getsize(other) == os.path.getsize(default)
+    # A smaller page of a long run: some steps, the first N samples of each.
+    first = data["steps"][0]
+    inspect_main([run_dir, "--out", other, "--steps", str(first["step"]), "--samples-per-step", "1"])
+    small = embedded_data(open(other, encoding="utf-8").read())
+    assert [step["step"] for step in small["steps"]] == [first["step"]]
+    assert small["steps"][0]["samples"] == first["samples"][:1]
     with pytest.raises(SystemExit) as stop:
         inspect_main([str(tmp_path / "checkpoints" / "nothing-here")])
     assert stop.value.code == 1

@@ -16,9 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder (trainer.default_local_dir or above it)")
     parser.add_argument("--out", help=f"the page to write (default RUN_DIR/{PAGE_FILE})")
+    parser.add_argument("--steps", help="comma-separated steps to keep (default: every recorded step)")
+    parser.add_argument("--samples-per-step", type=int, help="keep the first N recorded samples of each step")
     args = parser.parse_args(argv)
+    steps = [int(step) for step in args.steps.split(",")] if args.steps else None
     try:
-        out = write_page(args.run_dir, args.out)
+        out = write_page(args.run_dir, args.out, steps, args.samples_per_step)
     except FileNotFoundError as error:
         parser.exit(1, f"{parser.prog}: {error}\n")
     print(out)

@@ -508,16 +508,26 @@ def render_page(runs: list[Record], steps: list[Record], source: str) -> str:
     )
 
 
-def write_page(run_dir: str, out: str | None = None) -> str:
+def write_page(
+    run_dir: str, out: str | None = None, steps: list[int] | None = None, samples_per_step: int | None = None
+) -> str:
     """Writes the page of ``run_dir``'s inspector file to ``out`` (default ``run_dir/inspect.html``); its path.
+
+    ``steps`` keeps only those steps, ``samples_per_step`` the first N recorded samples of each (a smaller page of a
+    long run). The page names its file relative to the run's parent folder, never by an absolute path.
 
     Raises ``FileNotFoundError`` when the run has no ``tor_inspect.jsonl`` (see ``find_inspect_file``).
     """
     path = find_inspect_file(run_dir)
     if path is None:
         raise FileNotFoundError(f"no {INSPECT_FILE} in {run_dir} or {os.path.join(run_dir, 'checkpoints')}")
-    runs, steps = read_records(path)
+    runs, records = read_records(path)
+    if steps is not None:
+        records = [record for record in records if record["step"] in set(steps)]
+    if samples_per_step is not None:
+        records = [{**record, "samples": record.get("samples", [])[:samples_per_step]} for record in records]
     out = out or os.path.join(run_dir, PAGE_FILE)
+    source = os.path.relpath(path, os.path.dirname(os.path.abspath(run_dir.rstrip(os.sep))))
     with open(out, "w", encoding="utf-8") as f:
-        f.write(render_page(runs, steps, source=path))
+        f.write(render_page(runs, records, source=source))
     return out
