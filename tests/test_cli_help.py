@@ -14,6 +14,13 @@ CLI_MODULES = (
     "verl_tor.testing.synthetic_data",
     "verl_tor.testing.cpu_overrides",
     "verl_tor.data_prep.geo3k",
+    "verl_tor.testing.tiny_model",
+    "verl_tor.eval.report",
+    "verl_tor.eval.compare",
+    "verl_tor.audit",
+    "verl_tor.audit.demo",
+    "verl_tor.launch.preflight",
+    "verl_tor.launch.smoke_summary",
 )
 
 

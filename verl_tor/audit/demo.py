@@ -74,7 +74,9 @@ def _cell(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_tor.audit.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--demo", help="a demo run folder (default: the newest complete one, else a smoke run)")
     parser.add_argument("--out", help="output folder (default outputs/audit-demo/<time>)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))

@@ -587,7 +587,11 @@ def build_tiny_qwen25vl(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verl_tor.testing.tiny_model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--family", default=DEFAULT_FAMILY, choices=sorted(FAMILIES), help="model family")
     parser.add_argument("--hidden", type=int, help="hidden size (default: the family's, 64)")
