@@ -235,20 +235,6 @@ def test_tor_metrics_are_logged_and_plausible(tor_run):
 
 
 @pytest.mark.e2e
-def test_patch_counterfactual_runs_a_tor_step(run_main_ppo, tmp_path, mixed_colour_data_dir):
-    """One step with tor.counterfactual=black_patches: the pixel counterfactual (every token kept, the vision tower
-    run again on blackened patches) through veRL's real trainer, on image, two-image and text-only samples."""
-    overrides = [*SPREAD_REWARD, "trainer.total_training_steps=1", "tor.counterfactual=black_patches"]
-    returncode, metrics, log = run_main_ppo(tmp_path, overrides, data_dir=mixed_colour_data_dir, **TOR_CONFIG)
-    assert returncode == 0, log[-5000:]
-    [entry] = _training_steps(metrics)
-    assert 0 < entry["tor/image_sample_fraction"] < 1
-    # Image samples keep all their tokens (the longest samples): at least their share of the batch's tokens.
-    assert entry["tor/image_sample_fraction"] <= entry["tor/counterfactual_token_fraction"] < 1
-    assert entry["tor/mean_sensitivity"] > 0 and entry["tor/nonfinite_fraction"] == 0
-
-
-@pytest.mark.e2e
 def test_tor_updates_the_actor(tor_run, tiny_model_dir):
     from safetensors.torch import load_file
 

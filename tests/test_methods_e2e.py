@@ -46,6 +46,8 @@ def test_each_preset_trains_one_step_with_its_own_weights(preset_run):
         assert step["tor/perception_fraction"] == 0
     elif name == "vppo":
         assert counterfactual_pass and step["tor/mean_sensitivity"] > 0
+        # black_patches keeps every token of an image sample (the longest samples) and reruns the vision tower.
+        assert 0 < step["tor/image_sample_fraction"] <= step["tor/counterfactual_token_fraction"] < 1
         assert (
             step["tor/reasoning_fraction"] == 0 and 0 < step["tor/perception_fraction"] <= 0.5
         )  # ⌈0.4·4⌉ = 2 of a 4-token response
