@@ -614,7 +614,10 @@ def test_rows_of_verls_geo3k_example_grade_like_ours():
         ("\\boxed{3\\sqrt{3}}", 1.0),
     ]:
         score = compute_score("hiyouga/geometry3k", response, gold, verl_row)
-        assert score == compute_score("geo3k", response, gold, ours) and score["acc"] == accuracy, response
+        graded_ours = compute_score("geo3k", response, gold, ours)
+        assert score["row"] == "hiyouga/geometry3k:test:0"  # the row identity the evaluation grades by
+        assert {k: v for k, v in score.items() if k != "row"} == {k: v for k, v in graded_ours.items() if k != "row"}
+        assert score["acc"] == accuracy, response
     with pytest.raises(NotImplementedError):
         default_compute_score("geo3k", "\\boxed{5}", gold)
 
