@@ -14,13 +14,13 @@ from reference_math import reference_truncated_entropy
 from tiny_families import ENGINE_FAMILIES
 from transformers import AutoModelForImageTextToText
 
-from verl_tor.counterfactual import COUNTERFACTUALS, Samples, counterfactual_batch
+from verl_tor.counterfactual import COUNTERFACTUALS, counterfactual_batch
 from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.counterfactual.remove import PromptText, image_removed_batch, vision_block_mask
 from verl_tor.engine_truncated_entropy import TRUNCATED_ENTROPY, TRUNCATED_ENTROPY_TOP_P
 from verl_tor.nested import as_list, nested_rows
 from verl_tor.steps import pad_rows_to_multiple
-from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch
+from verl_tor.testing.rollout_rows import agent_loop_row, image_removed_rows, rows_to_batch, rows_to_samples
 
 QUESTION = "What colour is the image? Answer with one word."
 MICRO_BATCH = 2
@@ -231,16 +231,6 @@ def test_engine_output_is_unchanged_without_the_request(actor, processor):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _samples(rows: list[dict]) -> Samples:
-    return Samples(
-        prompts=[row["prompts"] for row in rows],
-        responses=[row["responses"] for row in rows],
-        response_masks=[row["response_mask"] for row in rows],
-        position_ids=[row["position_ids"] for row in rows],
-        multi_modal_inputs=[row["multi_modal_inputs"] for row in rows],
-    )
-
-
 def _response_log_probs(logits: torch.Tensor, ids: torch.Tensor, n: int, temperature: float) -> torch.Tensor:
     """Log-probs of the last ``n`` ids from a forward's ``[L, V]`` logits (position t predicts token t + 1)."""
     return torch.log_softmax(logits[-n - 1 : -1].float() / temperature, -1).gather(-1, ids[-n:, None])[:, 0]
@@ -256,7 +246,7 @@ def test_mask_image_attention_is_the_forward_with_the_vision_columns_masked(acto
     content = [{"type": "text", "text": "Look at"}, {"type": "image"}, {"type": "text", "text": QUESTION}]
     row = agent_loop_row(processor, [{"role": "user", "content": content}], [_image((200, 30, 30))], response)
     spec = vision_block_spec(processor, processor.config)
-    masked_batch, rows = counterfactual_batch("mask_image_attention", spec, _samples([row]), seed=0, step=0)
+    masked_batch, rows = counterfactual_batch("mask_image_attention", spec, rows_to_samples([row]), seed=0, step=0)
     assert rows == [0]
     engine_lp, _, _ = _log_probs(actor, masked_batch, temperature=0.7)
 
@@ -286,7 +276,7 @@ def test_patch_counterfactual_reaches_the_vision_tower(actor, processor):
     response = _response(processor)
     row = agent_loop_row(processor, _messages(1), [Image.fromarray(picture)], response)
     spec = vision_block_spec(processor, processor.config)
-    batch, rows = counterfactual_batch("black_patches", spec, _samples([row]), seed=1, step=2)
+    batch, rows = counterfactual_batch("black_patches", spec, rows_to_samples([row]), seed=1, step=2)
     assert rows == [0]
     counterfactual_lp, _, _ = _log_probs(actor, batch)
     # The blackened patches, found from the pixels, drawn on the picture (merge windows row-major, then patches).
@@ -371,7 +361,7 @@ def test_trainer_pass_stores_counterfactual_log_probs_and_old_ones_without_an_im
     trainer._compute_counterfactual_log_probs(batch, metrics, lambda data: actor.infer_batch(data))
 
     stored = queue.put[trainer_module.COUNTERFACTUAL_LOG_PROBS]
-    expected_batch, image_rows = counterfactual_batch(kind, trainer.vision_spec, _samples(rows[1:3]), 7, 3)
+    expected_batch, image_rows = counterfactual_batch(kind, trainer.vision_spec, rows_to_samples(rows[1:3]), 7, 3)
     assert image_rows == [0, 1]
     expected, _, _ = _log_probs(actor, expected_batch)
     for row in (0, 3):  # text-only and padding: Δ = 0 exactly

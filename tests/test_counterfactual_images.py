@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from verl_tor.counterfactual import Samples, counterfactual_batch
+from verl_tor.counterfactual import counterfactual_batch
 from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.counterfactual.images import GAUSSIAN_NOISE_STD
-from verl_tor.testing.rollout_rows import agent_loop_row
+from verl_tor.testing.rollout_rows import agent_loop_row, rows_to_samples
 
 # One family per image processor layout: patch 14 (Qwen2.5-VL), patch 16 (Qwen3-VL; Qwen3.5 ships the same
 # processor, with its own tokenizer).
@@ -48,16 +48,6 @@ def _sample(processor, pictures: list[np.ndarray]) -> dict:
     return agent_loop_row(processor, messages, images, processor.tokenizer.encode(" red"))
 
 
-def _samples(rows: list[dict]) -> Samples:
-    return Samples(
-        prompts=[row["prompts"] for row in rows],
-        responses=[row["responses"] for row in rows],
-        response_masks=[row["response_mask"] for row in rows],
-        position_ids=[row["position_ids"] for row in rows],
-        multi_modal_inputs=[row["multi_modal_inputs"] for row in rows],
-    )
-
-
 def _patch_squares(grid_thw: torch.Tensor, merge: int) -> list[tuple[int, int]]:
     """(row, column) of each pixel_values row's patch in the picture: merge windows row-major, then their patches."""
     _, grid_h, grid_w = (int(v) for v in grid_thw)
@@ -78,7 +68,7 @@ def _processed(processor, pictures: list[np.ndarray]) -> torch.Tensor:
 def _counterfactual(kind, processor, pictures, seed=SEED, step=STEP):
     spec = vision_block_spec(processor, processor.config)
     row = _sample(processor, pictures)
-    batch, rows = counterfactual_batch(kind, spec, _samples([row]), seed, step)
+    batch, rows = counterfactual_batch(kind, spec, rows_to_samples([row]), seed, step)
     assert rows == [0]
     return row, batch["multi_modal_inputs"][0]["pixel_values"]
 
@@ -163,9 +153,9 @@ def test_text_only_samples_are_left_out_and_videos_refused(kind, processors):
     processor = processors["qwen3_vl"]
     spec = vision_block_spec(processor, processor.config)
     rows = [_sample(processor, []), _sample(processor, [_picture(processor)]), _sample(processor, [])]
-    batch, kept = counterfactual_batch(kind, spec, _samples(rows), SEED, STEP)
+    batch, kept = counterfactual_batch(kind, spec, rows_to_samples(rows), SEED, STEP)
     assert kept == [1] and len(batch) == 1
-    assert counterfactual_batch(kind, spec, _samples([rows[0]]), SEED, STEP) == (None, [])
+    assert counterfactual_batch(kind, spec, rows_to_samples([rows[0]]), SEED, STEP) == (None, [])
     video = rows[1] | {"prompts": torch.cat([rows[1]["prompts"], torch.tensor([spec.video_token_id])])}
     with pytest.raises(ValueError, match=f"tor.counterfactual={kind} does not support videos"):
-        counterfactual_batch(kind, spec, _samples([video]), SEED, STEP)
+        counterfactual_batch(kind, spec, rows_to_samples([video]), SEED, STEP)

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import torch
 from tensordict import NonTensorStack, TensorDict
 
+from verl_tor.counterfactual import Samples
 from verl_tor.counterfactual.families import vision_block_spec
 from verl_tor.nested import nested_rows
 
@@ -61,4 +62,15 @@ def image_removed_rows(processor, rows: list[dict]) -> tuple[TensorDict | None, 
     spec = vision_block_spec(processor, processor.config)
     return spec.image_removed_batch(
         [row["prompts"] for row in rows], [row["responses"] for row in rows], [row["response_mask"] for row in rows]
+    )
+
+
+def rows_to_samples(rows: list[dict]) -> Samples:
+    """Agent-loop rows as the per-sample fields ``verl_tor.counterfactual.counterfactual_batch`` reads."""
+    return Samples(
+        prompts=[row["prompts"] for row in rows],
+        responses=[row["responses"] for row in rows],
+        response_masks=[row["response_mask"] for row in rows],
+        position_ids=[row["position_ids"] for row in rows],
+        multi_modal_inputs=[row["multi_modal_inputs"] for row in rows],
     )
