@@ -22,7 +22,7 @@ import html
 import json
 from typing import Any
 
-from verl_tor.inspect.page import _json_safe
+from verl_tor.inspect.page import PAGE_HELPERS_JS, _json_safe
 
 _CSS = """
 :root { --reasoning: #ffbf80; --perception: #8fd0f7; --both: #d3aef2; --ink: #1d1d1f; --muted: #6b6b70;
@@ -93,36 +93,16 @@ article.sample[data-correct="false"] { border-left: 4px solid #c0392b; }
 #details td, #details th { padding: 1px 6px 1px 0; text-align: left; font-variant-numeric: tabular-nums; }
 """
 
-_JS = r"""
+_JS = (
+    r"""
 "use strict";
 (function () {
   const DATA = JSON.parse(document.getElementById("audit-data").textContent);
   const METHODS = Object.keys(DATA.methods);
-  const SVG_NS = "http://www.w3.org/2000/svg";  // a namespace name, never fetched
-  const num = (x) => (typeof x === "string" ? Number(x) : x);
-  const missing = (x) => x === null || x === undefined;
-  const short = (x) => {
-    if (missing(x)) return "\u2013";
-    x = num(x);
-    if (!Number.isFinite(x)) return String(x);
-    if (x !== 0 && (Math.abs(x) >= 1e4 || Math.abs(x) < 1e-3)) return x.toExponential(2);
-    return String(Number(x.toPrecision(3)));
-  };
-  function h(tag, attrs, children) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (missing(v) || v === false) continue;
-      if (k === "text") e.textContent = v; else if (k === "cls") e.className = v; else e.setAttribute(k, v);
-    }
-    for (const c of children || []) if (!missing(c)) e.append(c);
-    return e;
-  }
-  function svg(tag, attrs, text) {
-    const e = document.createElementNS(SVG_NS, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (!missing(text)) e.textContent = text;
-    return e;
-  }
+"""
+    + PAGE_HELPERS_JS
+    + r"""
+  const short = shortTo(3);
   function visible(text) {
     if (text === "") return "\u2205";
     let out = "";
@@ -330,6 +310,7 @@ _JS = r"""
   if (anchor) anchor.scrollIntoView();
 })();
 """
+)
 
 
 def render_page(audit: dict[str, Any]) -> str:

@@ -119,26 +119,18 @@ body.only-correct article.sample[data-correct="false"], body.only-incorrect arti
   .stats { grid-template-columns: 1fr; } }
 """
 
-_JS = r"""
-"use strict";
-(function () {
-  const DATA = JSON.parse(document.getElementById("tor-data").textContent);
-  const SETS = ["reasoning", "perception", "both", "none"];
-  const SET_LABEL = { reasoning: "reasoning (T_r only)", perception: "perception (T_p only)",
-    both: "both (T_r \u2229 T_p)", none: "neither" };
+PAGE_HELPERS_JS = r"""
   const SVG_NS = "http://www.w3.org/2000/svg";  // a namespace name, never fetched
   // Non-finite floats arrive as strings ("NaN", "Infinity"): JSON has no literal for them.
   const num = (x) => (typeof x === "string" ? Number(x) : x);
   const missing = (x) => x === null || x === undefined;
-  const short = (x) => {
+  const shortTo = (digits) => (x) => {
     if (missing(x)) return "\u2013";
     x = num(x);
     if (!Number.isFinite(x)) return String(x);
     if (x !== 0 && (Math.abs(x) >= 1e4 || Math.abs(x) < 1e-3)) return x.toExponential(2);
-    return String(Number(x.toPrecision(4)));
+    return String(Number(x.toPrecision(digits)));
   };
-  const isCorrect = (s) => (missing(s.acc) ? num(s.reward) > 0 : num(s.acc) >= 0.5);
-
   function h(tag, attrs, children) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -156,6 +148,23 @@ _JS = r"""
     if (!missing(text)) e.textContent = text;
     return e;
   }
+"""
+"""JavaScript helpers shared by the inspector and audit pages (inside their function scope): DOM and number
+formatting."""
+
+_JS = (
+    r"""
+"use strict";
+(function () {
+  const DATA = JSON.parse(document.getElementById("tor-data").textContent);
+  const SETS = ["reasoning", "perception", "both", "none"];
+  const SET_LABEL = { reasoning: "reasoning (T_r only)", perception: "perception (T_p only)",
+    both: "both (T_r \u2229 T_p)", none: "neither" };
+"""
+    + PAGE_HELPERS_JS
+    + r"""
+  const short = shortTo(4);
+  const isCorrect = (s) => (missing(s.acc) ? num(s.reward) > 0 : num(s.acc) >= 0.5);
   // Whitespace and control characters as visible symbols; in a response a newline keeps its line break.
   function visible(text, breaks) {
     if (text === "") return "\u2205";
@@ -470,6 +479,7 @@ _JS = r"""
   } else showStep(stepMatch && (stepMatch[1] === "all" || sections.has(stepMatch[1])) ? stepMatch[1] : latest);
 })();
 """
+)
 
 
 def _json_safe(value: Any) -> Any:
