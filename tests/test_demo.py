@@ -6,9 +6,11 @@ No training runs here; ``make smoke`` runs the whole pipeline.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import statistics
 
 import pytest
 
@@ -17,6 +19,7 @@ from verl_tor.demo.run import (
     GRPO,
     PERCEPTION_ONLY,
     REASONING_ONLY,
+    STUDY_ARMS,
     TOR,
     TOR_CONFIG_DIR,
     DemoSettings,
@@ -81,6 +84,11 @@ def test_median_step_time_drops_the_first_step():
     assert metrics.median_step_time(records) == 3.0
     assert metrics.median_step_time({1: {metrics.STEP_TIME: 5.0}}) == 5.0
     assert math.isnan(metrics.median_step_time({}))
+    # The inspector's own time is taken out step by step before the median.
+    inspected = {s: {**records[s], "timing_s/tor_inspect": 0.5 * s} for s in records}
+    assert metrics.median_step_time(inspected, excluding=("timing_s/tor_inspect",)) == statistics.median(
+        [2.0 - 1.0, 4.0 - 1.5, 3.0 - 2.0]
+    )
 
 
 def test_summary_has_blocks_accuracy_and_the_time_ratio(tmp_path):
@@ -414,6 +422,7 @@ def test_mechanism_metrics_of_a_hand_made_batch():
         _sample(["red", " 1", "blue"], ["none", "reasoning", "perception"]),
     ]
     result = step_mechanism(samples)
+    assert math.isnan(result.pop("perception_auc"))  # no scores recorded
     # Valid tokens: 4 + 4 + 3 = 11; colour words (image): green, yellow, red = 3; uncertain: the two picks.
     # T_p = {green, yellow, " 4", blue} (4), of which image: green, yellow. T_r = {" 3", yellow, " 1", " 1"} (4),
     # of which uncertain: the picks " 3" and " 1"; colour: yellow.
@@ -446,6 +455,61 @@ def test_mechanism_by_step_reads_the_inspector_file(tmp_path):
     assert sorted(result) == [1, 2]
     assert result[1]["perception_precision"] == 1.0 and result[1]["reasoning_uncertain_share"] == 1.0
     assert result[1]["samples"] == 1.0 and result[1]["batch_samples"] == 8.0
+
+
+def test_each_methods_perception_tokens_and_the_auc_against_a_pairwise_count():
+    """T_p for set methods, w > 1 for PGPO's soft weights, nothing for methods without a perception score; the AUC
+    against counting every (image token, other token) pair by hand."""
+    from verl_tor.demo.mechanism import UPWEIGHTED_RULE, mann_whitney_auc, perception_rule, step_mechanism
+    from verl_tor.methods.config import TokenCreditConfig
+
+    def header(method: str, **overrides) -> dict:
+        return TokenCreditConfig.from_mapping({"method": method, **overrides}).components()
+
+    assert perception_rule(header("tor")) == "set" == perception_rule(header("vppo"))
+    assert perception_rule(header("pgpo")) == UPWEIGHTED_RULE
+    assert perception_rule(header("grpo")) is None is perception_rule(header("entropy_top20"))
+    # Reasoning only (γ_p = γ_o): the trainer skips the image-removed pass, so there is no perception signal.
+    assert perception_rule(header("tor", perception_weight=0.0, other_weight=0.0)) is None
+    assert perception_rule({"perception_quantile": 0.3}) == "set"  # a v1 header: ToR's sets
+
+    end = "<|im_end|>"
+
+    def scored(texts, w, scores, valid):
+        return {"has_image": True, "tokens": {"text": texts, "set": ["none"] * 4, "valid": valid, "w": w, "S": scores}}
+
+    samples = [
+        scored(["green", " 2", " 3", end], [2.0, 1.0, 0.5, 0.5], [0.7, 0.1, 0.7, 0.0], [True] * 4),
+        scored(["blue", " 3", " 1", end], [0.9, 1.5, 1.1, 9.0], [0.2, 0.3, 0.05, 5.0], [True] * 3 + [False]),
+    ]
+    pgpo = step_mechanism(samples, UPWEIGHTED_RULE)
+    # Upweighted valid tokens: green, " 3" (second response), " 1"; image tokens: green, blue (the padding 9.0 is
+    # not a token).
+    assert pgpo["perception_precision"] == 1 / 3 and pgpo["perception_recall"] == 1 / 2
+    image = [0.7, 0.2]
+    other = [0.1, 0.7, 0.0, 0.3, 0.05]
+    pairs = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(image, other)]
+    assert pgpo["perception_auc"] == pytest.approx(sum(pairs) / len(pairs))
+    none = step_mechanism(samples, None)
+    assert math.isnan(none["perception_precision"]) and math.isnan(none["perception_auc"])
+    assert none["image_share"] == 2 / 7
+    rng = __import__("numpy").random.default_rng(0)
+    positive, negative = rng.integers(0, 5, 30).astype(float), rng.integers(0, 5, 40).astype(float)
+    pairs = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(positive, negative)]
+    assert mann_whitney_auc(positive, negative) == pytest.approx(sum(pairs) / len(pairs))
+    assert math.isnan(mann_whitney_auc(positive, positive[:0]))
+
+
+def test_mechanism_by_step_applies_the_rule_of_the_run_header(tmp_path):
+    from verl_tor.demo.mechanism import mechanism_by_step
+    from verl_tor.methods.config import TokenCreditConfig
+
+    pgpo = TokenCreditConfig.from_mapping({"method": "pgpo"}).components()
+    sample = {"tokens": {"text": ["red", " 1"], "set": ["none", "none"], "valid": [True, True], "w": [1.5, 0.5]}}
+    lines = [{"kind": "run", "tor": pgpo}, {"kind": "step", "step": 1, "n_samples": 1, "samples": [sample]}]
+    path = tmp_path / "tor_inspect.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert mechanism_by_step(str(path))[1]["perception_precision"] == 1.0  # "red" is weighted above 1
 
 
 # --------------------------------------------------------------------------------------- canonical batch order
@@ -516,28 +580,98 @@ def test_canonical_buffer_refuses_what_verl_would_not_give_it(mode, filter_group
 # ------------------------------------------------------------------------------------------------ the study
 
 
-def test_study_table_has_mean_sd_over_seeds_steps_to_threshold_and_time_ratios(tmp_path):
+def _study_records(tmp_path, accuracy, seconds):
+    entries = run_entries([0.5] * 20, [9.0] + [seconds] * 19)
+    entries += [(step, {VAL: value}) for step, value in zip((0, 10, 20), accuracy, strict=True)]
+    return metrics.read_metrics(write_jsonl(tmp_path / f"{len(os.listdir(tmp_path))}.jsonl", entries))
+
+
+def test_study_table_has_mean_sd_over_seeds_threshold_time_ratios_and_perception_blocks(tmp_path):
     from verl_tor.demo.study import arm_result, plot_study, study_markdown
 
-    def records(accuracy, seconds):
-        entries = run_entries([0.5] * 20, [9.0] + [seconds] * 19)
-        entries += [(step, {VAL: value}) for step, value in zip((0, 10, 20), accuracy, strict=True)]
-        return metrics.read_metrics(write_jsonl(tmp_path / f"{len(os.listdir(tmp_path))}.jsonl", entries))
-
-    grpo = {0: arm_result(records((0.2, 0.9, 0.8), 4.0), 0.8), 1: arm_result(records((0.1, 0.5, 0.6), 5.0), 0.8)}
-    tor = {0: arm_result(records((0.2, 0.7, 0.85), 6.0), 0.8), 1: arm_result(records((0.1, 0.3, 0.4), 5.0), 0.8)}
+    grpo = {
+        0: arm_result(_study_records(tmp_path, (0.2, 0.9, 0.8), 4.0), 0.8),
+        1: arm_result(_study_records(tmp_path, (0.1, 0.5, 0.6), 5.0), 0.8),
+    }
+    picked = {step: {"perception_precision": step / 10, "perception_recall": 0.5, "perception_auc": 0.7}
+              for step in range(1, 21)}  # fmt: skip
+    tor = {
+        0: arm_result(_study_records(tmp_path, (0.2, 0.7, 0.85), 6.0), 0.8, picked),
+        1: arm_result(_study_records(tmp_path, (0.1, 0.3, 0.4), 5.0), 0.8, picked),
+    }
     assert grpo[0].steps_to_threshold == 10 and grpo[1].steps_to_threshold is None and tor[0].steps_to_threshold == 20
     assert grpo[0].final_accuracy == 0.8 and grpo[0].seconds_per_step == 4.0 and grpo[0].accuracy[10] == 0.9
-    text = study_markdown({GRPO.name: grpo, TOR.name: tor}, threshold=0.8, notes=["n"])
-    # GRPO: finals 0.8, 0.6 -> mean 0.70, sd 0.14; ToR: 0.85, 0.4 -> 0.62 ± 0.32; time ratios 1.5 and 1.0.
-    assert "| GRPO | 0.70 ± 0.14 | 0.80, 0.60 | 10 | 1/2 | 4.50 ± 0.71 | 1.00 ± 0.00 |" in text
-    assert "| GRPO+ToR | 0.62 ± 0.32 | 0.85, 0.40 | 20 | 1/2 | 5.50 ± 0.71 | 1.25 ± 0.35 |" in text
-    never = {0: arm_result(records((0.1, 0.1, 0.1), 4.0), 0.8)}
-    assert "| reasoning only | 0.10 ± 0.00 | 0.10 | — | 0/1 |" in study_markdown(
-        {GRPO.name: grpo, "reasoning only": never}, 0.8
+    text = study_markdown({GRPO.name: grpo, TOR.name: tor}, threshold=0.8, notes=["n"], block=10)
+    # GRPO: finals 0.8, 0.6 -> mean 0.70, sd 0.14; ToR: 0.85, 0.4 -> 0.62 ± 0.32; time ratios 1.5 and 1.0;
+    # precision steps 1-10 mean 0.55, steps 11-20 mean 1.55.
+    assert "| GRPO | 0.70 ± 0.14 | 0.80, 0.60 | 1/2 | 4.50 ± 0.71 | 1.00 ± 0.00 | — | — | — |" in text
+    assert (
+        "| GRPO+ToR | 0.62 ± 0.32 | 0.85, 0.40 | 1/2 | 5.50 ± 0.71 | 1.25 ± 0.35 | 0.55 → 1.55 | 0.50 → 0.50 |" in text
     )
+    # Two seeds: no paired result can be significant, and the table says so.
+    assert f"| GRPO+ToR | {((0.85 - 0.8) + (0.4 - 0.6)) / 2:+.2f} |" in text and "2 seeds cannot give p < 0.05" in text
     with open(plot_study({GRPO.name: grpo, TOR.name: tor}, str(tmp_path / "s.png"), "t"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_study_pairs_every_arm_with_grpo_by_seed_and_says_what_its_seeds_can_detect(tmp_path):
+    """Difference, exact sign-flip p (all 2**6 sign patterns enumerated here) and the normal-approximation power
+    figures, written out by hand."""
+    from verl_tor.demo.study import MIN_TESTABLE_SEEDS, arm_result, paired_rows, study_markdown
+
+    baseline = [0.5, 0.6, 0.4, 0.7, 0.5, 0.6]
+    better = [0.8, 0.7, 0.6, 0.9, 0.6, 0.9]
+    results = {
+        GRPO.name: {s: arm_result(_study_records(tmp_path, (0.2, 0.3, a), 4.0), 0.8) for s, a in enumerate(baseline)},
+        TOR.name: {s: arm_result(_study_records(tmp_path, (0.2, 0.3, b), 4.0), 0.8) for s, a, b in
+                   zip(range(6), baseline, better, strict=True)},
+    }  # fmt: skip
+    (row,) = paired_rows(results)
+    d = [b - a for a, b in zip(baseline, better, strict=True)]
+    observed = abs(sum(d))
+    extreme = sum(abs(sum(x * s for x, s in zip(d, signs, strict=True))) >= observed - 1e-12
+                  for signs in itertools.product((1, -1), repeat=6))  # fmt: skip
+    assert row.p_value == pytest.approx(extreme / 64) and row.p_value < 0.05
+    assert row.difference == pytest.approx(statistics.fmean(d)) and row.seeds == 6 == MIN_TESTABLE_SEEDS
+    assert row.sd == pytest.approx(statistics.stdev(d))
+    z = 1.959964 + 0.841621  # z_0.975 + z_0.8
+    assert row.detectable == pytest.approx(z * statistics.stdev(d) / math.sqrt(6), rel=1e-5)
+    assert row.seeds_needed == pytest.approx(max(6, (z * statistics.stdev(d) / statistics.fmean(d)) ** 2), rel=1e-5)
+    text = study_markdown(results, 0.8)
+    assert "differs from the baseline (p = 0.031 < 0.05)" in text and "no p can be below 0.0312" in text
+
+
+def test_power_figures_of_paired_units():
+    from verl_tor.eval.stats import detectable_difference, smallest_sign_flip_p, units_for_power
+
+    assert [smallest_sign_flip_p(n) for n in (1, 3, 5, 6)] == [1.0, 0.25, 0.0625, 0.03125]
+    # ((1.96 + 0.84) * 0.2 / 0.1)^2 = 31.4 seeds to detect 0.1 with an sd of differences of 0.2.
+    assert units_for_power(0.2, 0.1) == pytest.approx(31.40, abs=0.01)
+    assert units_for_power(0.01, 0.5) == 6.0  # never fewer than the sign-flip test needs
+    assert math.isinf(units_for_power(0.2, 0.0)) and math.isinf(detectable_difference(0.2, 5))
+    assert detectable_difference(0.2, 32) == pytest.approx(0.2 * 2.801585 / math.sqrt(32), rel=1e-6)
+
+
+def test_study_arms_are_the_registered_methods_each_one_override_away_from_tor(tmp_path):
+    from verl_tor.demo.run import method_arm
+    from verl_tor.demo.study import main
+    from verl_tor.methods.registry import METHODS
+
+    assert list(STUDY_ARMS) == [*METHODS, "reasoning_only", "perception_only"]
+    assert STUDY_ARMS["grpo"] is GRPO and STUDY_ARMS["tor"] is TOR
+    settings = DemoSettings()
+    tor_args = _overrides(main_ppo_command(TOR, settings, "M", "D", str(tmp_path)))
+    for name in ("vppo", "pgpo", "entropy_top20"):
+        command = main_ppo_command(STUDY_ARMS[name], settings, "M", "D", str(tmp_path))
+        assert "tor_trainer" in command
+        args = _overrides(command)
+        differing = {key for key in args.keys() | tor_args.keys() if args.get(key) != tor_args.get(key)}
+        assert differing == {"tor.method", "trainer.experiment_name"} and args["tor.method"] == name
+    with pytest.raises(ValueError, match="vepo"):
+        method_arm("vepo")
+    for bad in ("tor,grpo", "grpo,vepo", "grpo,tor,tor"):
+        with pytest.raises(SystemExit):
+            main(["--methods", bad, "--out", str(tmp_path)])
 
 
 def test_compare_reports_training_metrics_that_differ_and_ignores_the_machines(tmp_path):

@@ -103,12 +103,17 @@ def block_means(steps: list[int], values: list[float], block: int) -> list[tuple
     ]
 
 
-def median_step_time(records: Records) -> float:
+def median_step_time(records: Records, excluding: Iterable[str] = ()) -> float:
     """Median ``timing_s/step`` over the training steps after the first (which also pays for warm-up); NaN if none.
 
-    With a single step, that step's time.
+    With a single step, that step's time. ``excluding``: timers inside the step not to count (e.g. the token
+    inspector's ``timing_s/tor_inspect``, an instrument of the study rather than part of the method).
     """
-    _, times = series(records, STEP_TIME)
+    excluding = tuple(excluding)
+    steps, times = series(records, STEP_TIME)
+    times = [
+        time - sum(records[step].get(name, 0.0) for name in excluding) for step, time in zip(steps, times, strict=True)
+    ]
     times = times[1:] if len(times) > 1 else times
     return statistics.median(times) if times else math.nan
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 import verl_tor
 from verl_tor.demo import metrics
 from verl_tor.demo.task import TASK_TEXT, TASK_WORDS
+from verl_tor.methods.registry import METHODS
 from verl_tor.testing.cpu_overrides import cpu_env, cpu_overrides
 from verl_tor.testing.tiny_model import FAMILIES, family_of
 
@@ -74,6 +75,25 @@ PERCEPTION_ONLY = Arm(
     ("tor.reasoning_weight=0.0", "tor.perception_weight=1.0", "tor.overlap_weight=1.0", "tor.other_weight=0.0"),
 )
 DEMO_ARMS = (GRPO, TOR)
+# Short names of the registered methods in tables and plots (``make study METHODS=...``).
+METHOD_TITLES = {"grpo": GRPO.name, "tor": TOR.name, "entropy_top20": "80/20 entropy", "vppo": "VPPO", "pgpo": "PGPO"}
+
+
+def method_arm(method: str) -> Arm:
+    """The arm of a registered method (``tor.method=<method>`` on ``tor_trainer``); ``grpo`` is veRL's stock config
+    and ``tor`` the demo's GRPO+ToR arm (the defaults), so that both match ``make demo`` run for run."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; registered: {', '.join(METHODS)}")
+    known = {"grpo": GRPO, "tor": TOR}
+    return known.get(method) or Arm(METHOD_TITLES.get(method, method), method, (f"tor.method={method}",))
+
+
+STUDY_ARMS = {
+    **{method: method_arm(method) for method in METHODS},
+    "reasoning_only": REASONING_ONLY,
+    "perception_only": PERCEPTION_ONLY,
+}
+"""Every arm ``make study`` can run, by its ``METHODS`` key: the registered methods and the motivation arms."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,13 +1,27 @@
-"""The paper's motivation experiment in miniature, on the demo's task: which tokens should get the gradient?
+"""Token-credit methods side by side on the demo's task: does a method beat GRPO, and can the seeds tell?
 
-For each seed, the demo's data, tiny model and warm start (:func:`verl_tor.demo.run.prepare`), then four arms with
-identical settings: GRPO (all tokens), reasoning tokens only (T_r, γ_p = γ_o = 0), perception tokens only (all of T_p
-with weight 1, also its tokens in T_r: γ_p = γ_overlap = 1, γ_r = γ_o = 0; the ``tor.*`` keys of ``recipes/qwen2_5_vl_7b_geo3k_grpo_{reasoning,perception}_
-only.sh``) and GRPO+ToR. Writes ``study.md`` (held-out accuracy at the end, mean ± standard deviation over seeds;
-the first validation step at which it reached a threshold; seconds per step and their ratio to GRPO of the same
-seed), ``study.png`` (mean curves) and ``study.json`` (every number per seed and arm).
+For each seed, the demo's data, tiny model and warm start (:func:`verl_tor.demo.run.prepare`), then one arm per
+method with identical settings (``--methods``, keys of :data:`verl_tor.demo.run.STUDY_ARMS`): ``grpo`` (veRL's stock
+config, all tokens weight 1: the baseline), ``tor``, every other registered method (``tor.method=<name>``:
+``vppo``, ``pgpo``, ``entropy_top20``), and the paper's motivation arms ``reasoning_only`` / ``perception_only``
+(the ``tor.*`` keys of ``recipes/qwen2_5_vl_7b_geo3k_grpo_{reasoning,perception}_only.sh``). Every arm but GRPO
+records every sample of every step with the token inspector, so each method's perception signal is scored against
+the task's ground truth (:mod:`verl_tor.demo.mechanism`).
 
-    python -m verl_tor.demo.study [--seeds 3] [--first-seed 0] [--steps N] [--threshold 0.8] [--out DIR]
+Writes ``study.md``, ``study.png`` (mean curves) and ``study.json`` (every number per seed and arm):
+
+- per arm: held-out accuracy at the end (mean ± sd over seeds, and per seed), seeds that reached the threshold,
+  seconds per step without the inspector's own time, and their ratio to GRPO of the same seed; for a method with a
+  perception signal, T_p's precision and recall for the image-dependent tokens and the score's AUC, first block of
+  steps → last;
+- per arm against GRPO, paired by seed (same seed: same data, model, warm start and rollout seed): the mean
+  difference of the final held-out accuracy, its bootstrap interval and exact sign-flip p-value
+  (:func:`verl_tor.eval.stats.paired_difference`, the evaluation's paired comparison), and what the seeds can tell
+  apart: the smallest p-value their number allows, and the seeds a test at 5 % would need to detect the observed
+  difference 80 % of the time.
+
+    python -m verl_tor.demo.study [--methods grpo,tor,vppo,pgpo,entropy_top20] [--seeds 6] [--first-seed 0]
+                                  [--steps N] [--threshold 0.8] [--out DIR]
 """
 
 from __future__ import annotations
@@ -17,16 +31,31 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import statistics
 import time
 
-from verl_tor.demo import metrics
-from verl_tor.demo.run import GRPO, PERCEPTION_ONLY, REASONING_ONLY, TOR, Arm, DemoSettings, PhaseTime, prepare, run_arm
+from verl_tor.demo import mechanism, metrics
+from verl_tor.demo.run import STUDY_ARMS, Arm, DemoSettings, PhaseTime, prepare, run_arm
+from verl_tor.eval.stats import detectable_difference, paired_difference, smallest_sign_flip_p, units_for_power
 from verl_tor.testing.cpu_overrides import cpu_env
 
-STUDY_ARMS = (GRPO, REASONING_ONLY, PERCEPTION_ONLY, TOR)
+DEFAULT_METHODS = ("grpo", "tor", "vppo", "pgpo", "entropy_top20")
+ALPHA = 0.05
+POWER = 0.8
+# The fewest seeds at which the exact sign-flip test can reach p < 0.05 at all (2 / 2**6 = 0.031).
+MIN_TESTABLE_SEEDS = next(n for n in range(1, 64) if smallest_sign_flip_p(n) < ALPHA)
+DEFAULT_SEEDS = MIN_TESTABLE_SEEDS
 DEFAULT_THRESHOLD = 0.8
 STUDY_VAL_EVERY = 5
+# The inspector records every sample for the mechanism columns; its time is not the method's.
+INSPECT_TIMER = "timing_s/tor_inspect"
+# The perception columns, first block of steps -> last.
+PERCEPTION_COLUMNS = {
+    "perception_precision": "T_p precision",
+    "perception_recall": "T_p recall",
+    "perception_auc": "S AUC",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,23 +67,31 @@ class ArmResult:
     steps_to_threshold: int | None
     """First validation step whose held-out accuracy reached the threshold; None if none did."""
     seconds_per_step: float
+    """Median seconds per training step after the first, the inspector's own time taken out."""
     accuracy: dict[int, float]
     """Held-out accuracy by validation step."""
     reward: dict[int, float]
     """Mean training reward by step."""
+    perception: dict[int, dict[str, float]] = dataclasses.field(default_factory=dict)
+    """By step, the :data:`PERCEPTION_COLUMNS` metrics of the method's perception signal (empty without the
+    inspector; NaN for a method without a perception score)."""
 
 
-def arm_result(records: metrics.Records, threshold: float) -> ArmResult:
-    """An :class:`ArmResult` from an arm's veRL metrics."""
+def arm_result(
+    records: metrics.Records, threshold: float, picked: dict[int, dict[str, float]] | None = None
+) -> ArmResult:
+    """An :class:`ArmResult` from an arm's veRL metrics and, for an inspected arm, its
+    :func:`verl_tor.demo.mechanism.mechanism_by_step`."""
     name = metrics.val_metric_name(records)
     steps, accuracy = metrics.series(records, name) if name else ([], [])
     reached = next((step for step, value in zip(steps, accuracy, strict=True) if value >= threshold), None)
     return ArmResult(
         final_accuracy=accuracy[-1] if accuracy else math.nan,
         steps_to_threshold=reached,
-        seconds_per_step=metrics.median_step_time(records),
+        seconds_per_step=metrics.median_step_time(records, excluding=(INSPECT_TIMER,)),
         accuracy=dict(zip(steps, accuracy, strict=True)),
         reward=dict(zip(*metrics.series(records, metrics.REWARD), strict=True)),
+        perception={step: {key: row[key] for key in PERCEPTION_COLUMNS} for step, row in (picked or {}).items()},
     )
 
 
@@ -66,32 +103,146 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {sd:.2f}"
 
 
-def study_markdown(results: dict[str, dict[int, ArmResult]], threshold: float, notes: list[str] = ()) -> str:
-    """The study's table: ``results[arm name][seed]``, the baseline arm (GRPO) first."""
+def _nanmean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def perception_blocks(by_seed: dict[int, ArmResult], key: str, block: int) -> tuple[float, float]:
+    """Mean over seeds of ``key`` averaged over the first and the last ``block`` recorded steps of each seed."""
+    first, last = [], []
+    for result in by_seed.values():
+        steps = sorted(result.perception)
+        if steps:
+            first.append(_nanmean([result.perception[s][key] for s in steps[:block]]))
+            last.append(_nanmean([result.perception[s][key] for s in steps[-block:]]))
+    return _nanmean(first), _nanmean(last)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedRow:
+    """One arm against the baseline, paired by seed (final held-out accuracy)."""
+
+    arm: str
+    seeds: int
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    sd: float
+    """Standard deviation (ddof 1) of the per-seed differences; NaN with one seed."""
+    seeds_needed: float
+    """Seeds a 5 % test would need to detect ``difference`` 80 % of the time (:func:`units_for_power`)."""
+    detectable: float
+    """The smallest true difference these seeds detect 80 % of the time (inf below 6 seeds)."""
+
+
+def paired_rows(results: dict[str, dict[int, ArmResult]]) -> list[PairedRow]:
+    """Every arm after the first (the baseline) against it, over the seeds both ran."""
+    baseline_name = next(iter(results))
+    baseline = results[baseline_name]
+    rows = []
+    for arm, by_seed in list(results.items())[1:]:
+        seeds = sorted(seed for seed in by_seed if seed in baseline)
+        a = [baseline[seed].final_accuracy for seed in seeds]
+        b = [by_seed[seed].final_accuracy for seed in seeds]
+        if not seeds or any(math.isnan(value) for value in a + b):
+            continue
+        paired = paired_difference(a, b)
+        differences = [y - x for x, y in zip(a, b, strict=True)]
+        sd = statistics.stdev(differences) if len(seeds) > 1 else math.nan
+        rows.append(
+            PairedRow(
+                arm,
+                len(seeds),
+                paired.difference,
+                paired.low,
+                paired.high,
+                paired.p_value,
+                sd,
+                units_for_power(sd, paired.difference, ALPHA, POWER) if not math.isnan(sd) else math.nan,
+                detectable_difference(sd, len(seeds), ALPHA, POWER) if not math.isnan(sd) else math.nan,
+            )
+        )
+    return rows
+
+
+def _verdict(row: PairedRow) -> str:
+    if row.p_value < ALPHA:
+        return f"differs from the baseline (p = {row.p_value:.3f} < {ALPHA:g})"
+    if smallest_sign_flip_p(row.seeds) >= ALPHA:
+        return f"cannot be told apart: {row.seeds} seeds cannot give p < {ALPHA:g} whatever the runs"
+    return f"not distinguishable (p = {row.p_value:.2f})"
+
+
+def study_markdown(
+    results: dict[str, dict[int, ArmResult]], threshold: float, notes: list[str] = (), block: int = 10
+) -> str:
+    """The study's tables: ``results[arm name][seed]``, the baseline arm (GRPO) first; ``block``: steps averaged
+    at each end of the perception columns."""
     baseline = next(iter(results))
-    lines = ["# Which tokens get the gradient: GRPO, reasoning only, perception only, GRPO+ToR", ""]
+    seeds = sorted(next(iter(results.values())))
+    lines = ["# Token-credit methods on the demo's task, paired by seed against " + baseline, ""]
     lines += [f"- {note}" for note in notes]
+    perception_headers = [f"{title}, steps 1–{block} → last {block}" for title in PERCEPTION_COLUMNS.values()]
     lines += [
         "",
-        f"| arm | held-out accuracy at the end (mean ± sd) | per seed | first step with held-out ≥ {threshold:g} "
-        f"(mean of seeds that reached it) | reached | s/step (median) | time ratio to {baseline} |",
-        "|---|---|---|---|---|---|---|",
+        f"| arm | held-out accuracy at the end (mean ± sd) | per seed | seeds with held-out ≥ {threshold:g} | "
+        f"s/step (median) | time ratio to {baseline} | " + " | ".join(perception_headers) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(perception_headers),
     ]
     for arm, by_seed in results.items():
-        seeds = sorted(by_seed)
-        final = [by_seed[seed].final_accuracy for seed in seeds]
-        reached = [by_seed[seed].steps_to_threshold for seed in seeds if by_seed[seed].steps_to_threshold is not None]
+        arm_seeds = sorted(by_seed)
+        final = [by_seed[seed].final_accuracy for seed in arm_seeds]
+        reached = sum(by_seed[seed].steps_to_threshold is not None for seed in arm_seeds)
         ratios = [
             by_seed[seed].seconds_per_step / results[baseline][seed].seconds_per_step
-            for seed in seeds
+            for seed in arm_seeds
             if seed in results[baseline]
         ]
-        first_reached = f"{statistics.fmean(reached):.0f}" if reached else "—"
+        perception = []
+        for key in PERCEPTION_COLUMNS:
+            first, last = perception_blocks(by_seed, key, block)
+            perception.append("—" if math.isnan(first) else f"{_fmt(first)} → {_fmt(last)}")
         lines.append(
-            f"| {arm} | {_mean_sd(final)} | {', '.join(f'{value:.2f}' for value in final)} | {first_reached} | "
-            f"{len(reached)}/{len(seeds)} | {_mean_sd([by_seed[seed].seconds_per_step for seed in seeds])} | "
-            f"{_mean_sd(ratios)} |"
+            f"| {arm} | {_mean_sd(final)} | {', '.join(f'{value:.2f}' for value in final)} | "
+            f"{reached}/{len(arm_seeds)} | {_mean_sd([by_seed[seed].seconds_per_step for seed in arm_seeds])} | "
+            f"{_mean_sd(ratios)} | " + " | ".join(perception) + " |"
         )
+    rows = paired_rows(results)
+    if rows:
+        lines += [
+            "",
+            f"Against {baseline}, paired by seed (final held-out accuracy; interval: paired bootstrap 95 %; p: exact "
+            f"two-sided sign-flip; with {len(seeds)} seeds no p can be below "
+            f"{smallest_sign_flip_p(len(seeds)):.3g}; power figures: normal approximation, 5 % test, 80 % power, "
+            "from the observed sd of the differences):",
+            "",
+            "| arm | difference | 95 % interval | p | sd of differences | seeds to detect this difference | "
+            "smallest difference these seeds detect | verdict |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            needed = (
+                "—"
+                if math.isnan(row.seeds_needed)
+                else ("∞" if math.isinf(row.seeds_needed) else f"{math.ceil(row.seeds_needed)}")
+            )
+            detectable = (
+                "—"
+                if math.isnan(row.detectable)
+                else (
+                    f"none below {MIN_TESTABLE_SEEDS} seeds" if math.isinf(row.detectable) else f"{row.detectable:.2f}"
+                )
+            )
+            lines.append(
+                f"| {row.arm} | {row.difference:+.2f} | [{row.low:+.2f}, {row.high:+.2f}] | {row.p_value:.3g} | "
+                f"{_fmt(row.sd)} | {needed} | {detectable} | {_verdict(row)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +265,7 @@ def plot_study(results: dict[str, dict[int, ArmResult]], path: str, title: str) 
             axis.plot(steps, mean, "o-" if field == "accuracy" else "-", color=colour, label=arm, markersize=4)
             if field == "accuracy" and len(curves) > 1:
                 sd = values.std(axis=0, ddof=1)
-                axis.fill_between(steps, mean - sd, mean + sd, color=colour, alpha=0.15)
+                axis.fill_between(steps, mean - sd, mean + sd, color=colour, alpha=0.12)
     seeds = len(next(iter(results.values())))
     left.set_title(f"held-out accuracy (greedy), mean ± sd over {seeds} seeds")
     right.set_title(f"training reward, mean over {seeds} seeds")
@@ -131,10 +282,25 @@ def plot_study(results: dict[str, dict[int, ArmResult]], path: str, title: str) 
     return path
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform says: another CPU gives other curves."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_study(
-    settings: DemoSettings, seeds: list[int], out_dir: str, arms: tuple[Arm, ...] = STUDY_ARMS, threshold: float = 0.8
+    settings: DemoSettings, seeds: list[int], out_dir: str, arms: tuple[Arm, ...], threshold: float = 0.8
 ) -> dict[str, str]:
-    """Every arm for every seed into ``out_dir/seed_<s>/<arm>``; returns the paths of the study's outputs."""
+    """Every arm for every seed into ``out_dir/seed_<s>/<arm>``, the baseline first; returns the paths of the
+    study's outputs."""
+    from verl_tor.inspect import INSPECT_FILE
+
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     env = {**os.environ, **cpu_env()}
@@ -147,27 +313,35 @@ def run_study(
         phases: dict[str, PhaseTime] = {}
         model, data = prepare(seed_settings, seed_dir, env, phases)
         for arm in arms:
-            records, phases[arm.name] = run_arm(arm, seed_settings, model, data, seed_dir, env)
-            results[arm.name][seed] = arm_result(records, threshold)
+            inspect = arm.tor is not None
+            records, phases[arm.name] = run_arm(arm, seed_settings, model, data, seed_dir, env, inspect=inspect)
+            picked = (
+                mechanism.mechanism_by_step(os.path.join(seed_dir, arm.directory, INSPECT_FILE)) if inspect else None
+            )
+            results[arm.name][seed] = arm_result(records, threshold, picked)
         for phase, seconds in phases.items():
             wall.setdefault(phase, []).append(seconds.wall_s)
     total = time.perf_counter() - start
     notes = [
         dataclasses.replace(settings, seed=seeds[0]).describe().replace(f"seed {seeds[0]}", f"seeds {seeds}"),
-        f"study wall time {total / 60:.0f} min on {os.cpu_count()} cores; per run (mean, s): "
+        f"study wall time {total / 60:.0f} min on {os.cpu_count()} cores of {cpu_name()}; per run (mean, s): "
         + ", ".join(f"{phase} {statistics.fmean(values):.0f}" for phase, values in wall.items()),
+        "runs are bit-identical on one machine; another CPU type or thread count gives other curves",
     ]
+    block = max(1, min(10, settings.steps // 3))
     paths = {"table": os.path.join(out_dir, "study.md"), "json": os.path.join(out_dir, "study.json")}
     with open(paths["table"], "w", encoding="utf-8") as f:
-        f.write(study_markdown(results, threshold, notes))
+        f.write(study_markdown(results, threshold, notes, block))
     with open(paths["json"], "w", encoding="utf-8") as f:
         json.dump(
             {
                 "notes": notes,
                 "threshold": threshold,
+                "arms": {arm.name: list(arm.tor) if arm.tor is not None else None for arm in arms},
                 "results": {
                     arm: {seed: dataclasses.asdict(r) for seed, r in rows.items()} for arm, rows in results.items()
                 },
+                "paired": [dataclasses.asdict(row) for row in paired_rows(results)],
             },
             f,
             indent=1,
@@ -182,30 +356,34 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m verl_tor.demo.study", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated arms, GRPO first as the baseline (default {','.join(DEFAULT_METHODS)}; known: "
+        f"{', '.join(STUDY_ARMS)})",
+    )
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help=f"number of seeds (default {DEFAULT_SEEDS})")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, first-seed + 1, ... (default 0)")
     parser.add_argument("--steps", type=int, help="training steps per arm (default: the demo's)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="held-out accuracy to reach")
-    parser.add_argument(
-        "--arms", help="comma-separated arm folders (default all: " + ",".join(a.directory for a in STUDY_ARMS) + ")"
-    )
     parser.add_argument("--out", help="output folder (default outputs/study/<timestamp>)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.steps is not None and args.steps < 1):
         parser.error("--seeds and --steps must be at least 1")
-    by_directory = {arm.directory: arm for arm in STUDY_ARMS}
-    names = args.arms.split(",") if args.arms else list(by_directory)
-    unknown = [name for name in names if name not in by_directory]
+    names = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STUDY_ARMS]
     if unknown:
-        parser.error(f"unknown arm(s) {unknown}; known: {', '.join(by_directory)}")
-    # Validation every 5 steps for the steps-to-threshold column; it is greedy and draws no random numbers, so the
-    # arms train exactly as in the demo (same seed, same run).
+        parser.error(f"unknown method(s) {unknown} in --methods; known: {', '.join(STUDY_ARMS)}")
+    if not names or names[0] != "grpo" or len(set(names)) != len(names):
+        parser.error("--methods must start with grpo (the baseline every arm is paired with) and name each arm once")
+    # Validation every 5 steps for the threshold column; it is greedy and draws no random numbers, so the arms
+    # train exactly as in the demo (same seed, same run).
     settings = dataclasses.replace(
         DemoSettings(), val_every=STUDY_VAL_EVERY, **({"steps": args.steps} if args.steps else {})
     )
     out_dir = args.out or os.path.join("outputs", "study", time.strftime("%Y%m%d-%H%M%S"))
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    paths = run_study(settings, seeds, out_dir, tuple(by_directory[name] for name in names), args.threshold)
+    paths = run_study(settings, seeds, out_dir, tuple(STUDY_ARMS[name] for name in names), args.threshold)
     with open(paths["table"], encoding="utf-8") as f:
         print("\n" + f.read())
     for name, path in paths.items():

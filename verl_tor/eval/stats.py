@@ -11,6 +11,8 @@ when a study pairs arms by seed. Every function takes the two arms' values unit 
   items resampled within it; signs flipped per item).
 * :func:`mcnemar_exact_p`, :func:`sign_flip_p` -- the two tests on their own.
 * :func:`seed_spread` -- the seed-to-seed standard deviation of an arm's accuracy.
+* :func:`smallest_sign_flip_p`, :func:`units_for_power`, :func:`detectable_difference` -- what a number of units
+  can tell apart at all: a study's seeds before and after it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from statistics import NormalDist
 
 import numpy as np
 
@@ -177,3 +180,36 @@ def seed_spread(accuracies: Sequence[float]) -> float | None:
     """Sample standard deviation (ddof 1) of one arm's accuracy over its seeds; None with fewer than two seeds."""
     values = np.asarray(accuracies, dtype=np.float64)
     return float(values.std(ddof=1)) if len(values) >= 2 else None
+
+
+def smallest_sign_flip_p(units: int) -> float:
+    """The smallest two-sided p-value the exact sign-flip test can reach on ``units`` non-zero differences,
+    ``2 / 2**units`` (every difference of one sign: the observed sum and its mirror are the two extreme patterns).
+    Below 6 units no result reaches p < 0.05."""
+    return min(1.0, 2.0 / 2**units)
+
+
+def _z_sum(alpha: float, power: float) -> float:
+    normal = NormalDist()
+    return normal.inv_cdf(1.0 - alpha / 2) + normal.inv_cdf(power)
+
+
+def units_for_power(sd: float, difference: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Paired units (seeds) needed to detect a true mean difference ``difference`` with probability ``power`` at
+    two-sided level ``alpha`` when per-unit differences have standard deviation ``sd``: the normal approximation
+    ``((z_{1-α/2} + z_power) sd / difference)²``, at least the units at which the sign-flip test can reach
+    ``alpha`` at all (:func:`smallest_sign_flip_p`); ``inf`` for a zero difference. A planning figure, not exact
+    (the t and sign-flip tests need a few units more than the normal approximation at small counts)."""
+    floor = next(n for n in range(1, 64) if smallest_sign_flip_p(n) < alpha)
+    if difference == 0:
+        return math.inf
+    return max(float(floor), (_z_sum(alpha, power) * sd / abs(difference)) ** 2)
+
+
+def detectable_difference(sd: float, units: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference ``units`` paired units detect with probability ``power`` at level
+    ``alpha`` (normal approximation, the inverse of :func:`units_for_power`); ``inf`` when the sign-flip test cannot
+    reach ``alpha`` with that many units."""
+    if smallest_sign_flip_p(units) >= alpha:
+        return math.inf
+    return _z_sum(alpha, power) * sd / math.sqrt(units)
