@@ -641,6 +641,52 @@ def test_study_pairs_every_arm_with_grpo_by_seed_and_says_what_its_seeds_can_det
     assert "differs from the baseline (p = 0.031 < 0.05)" in text and "no p can be below 0.0312" in text
 
 
+def test_an_interrupted_study_reads_back_finished_arms_and_reruns_a_partial_one(tmp_path, monkeypatch):
+    """Training is replaced by writing the files veRL and the inspector would write (the phases are tested by
+    ``make smoke`` and the e2e tests); what is checked is which arms run again."""
+    from verl_tor.demo import run, study
+    from verl_tor.inspect import INSPECT_FILE
+
+    settings = DemoSettings(steps=3, val_every=5)
+    calls = {"prepare": 0, "arms": []}
+
+    def finished_metrics(run_dir):
+        os.makedirs(run_dir, exist_ok=True)
+        write_jsonl(os.path.join(run_dir, "metrics.jsonl"), run_entries([0.5] * 3, [4.0] * 3, val=(0.25, 0.5)))
+
+    def prepare(seed_settings, seed_dir, env, phases):
+        calls["prepare"] += 1
+        return "model", "data"
+
+    def run_arm(arm, seed_settings, model, data, seed_dir, env, inspect=False):
+        run_dir = os.path.join(seed_dir, arm.directory)
+        assert not os.path.exists(run_dir), "a partly run arm starts from an empty folder"
+        calls["arms"].append(arm.name)
+        finished_metrics(run_dir)
+        if inspect:
+            with open(os.path.join(run_dir, INSPECT_FILE), "w", encoding="utf-8") as f:
+                f.write(json.dumps({"kind": "step", "step": 1, "n_samples": 1, "samples": []}) + "\n")
+        return metrics.read_metrics(os.path.join(run_dir, "metrics.jsonl")), run.PhaseTime(1.0, math.nan)
+
+    monkeypatch.setattr(study, "prepare", prepare)
+    monkeypatch.setattr(study, "run_arm", run_arm)
+    seed_dir = tmp_path / "seed_0"
+    finished_metrics(str(seed_dir / GRPO.directory))  # finished earlier
+    partial = run_entries([0.5] * 2, [4.0] * 2)  # stopped after two of three steps
+    os.makedirs(seed_dir / TOR.directory)
+    write_jsonl(seed_dir / TOR.directory / "metrics.jsonl", partial)
+    assert study.finished_arm(str(seed_dir / GRPO.directory), 3, inspected=False) is not None
+    assert study.finished_arm(str(seed_dir / GRPO.directory), 4, inspected=False) is None  # other --steps
+    assert study.finished_arm(str(seed_dir / TOR.directory), 3, inspected=True) is None
+
+    study.run_study(settings, [0], str(tmp_path), (GRPO, TOR))
+    assert calls == {"prepare": 1, "arms": [TOR.name]}
+    paths = study.run_study(settings, [0], str(tmp_path), (GRPO, TOR))
+    assert calls == {"prepare": 1, "arms": [TOR.name]}  # nothing left to run
+    with open(paths["table"], encoding="utf-8") as f:
+        assert "2 arm runs read back from an earlier run" in f.read()
+
+
 def test_power_figures_of_paired_units():
     from verl_tor.eval.stats import detectable_difference, smallest_sign_flip_p, units_for_power
 

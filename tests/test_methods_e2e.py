@@ -1,6 +1,12 @@
 """Every preset other than ToR (whose runs are in ``test_e2e_cpu.py``) through veRL's real ``main_ppo`` on the CPU:
-one training step each with the tiny Qwen2.5-VL on mixed image / text-only data, the weights applied through
-veRL's real loss. VPPO and PGPO run with their papers' counterfactuals (black patches, masked image attention)."""
+one training step each on mixed image / text-only data, the weights applied through veRL's real loss. VPPO and
+PGPO run with their papers' counterfactuals (black patches, masked image attention).
+
+Each preset runs in another trainer mode or model family, so that the four runs together put the presets through
+both CPU-runnable trainer modes and four of the five families (ToR's own runs cover Qwen3.5 asynchronously and the
+two-rank sync run): VPPO's patch counterfactual through Qwen3-VL's processor (16-pixel patches, not Qwen2.5-VL's
+14) in the asynchronous ``tor_colocate_async`` mode, PGPO's attention mask on Qwen3.5's hybrid linear/full
+attention, the 80/20 rule on the Qwen3-VL mixture of experts."""
 
 from __future__ import annotations
 
@@ -10,22 +16,41 @@ from pathlib import Path
 import pytest
 from test_e2e_cpu import SPREAD_REWARD, TOR_CONFIG, _run_main_ppo, _training_steps
 
+SYNC, COLOCATE_ASYNC = "tor_sync", "tor_colocate_async"
+# preset: (trainer mode, model family, extra overrides)
 PRESETS = {
-    "grpo": [],
-    "entropy_top20": [],
-    "vppo": [],
+    "grpo": (SYNC, "qwen2_5_vl", []),
+    "entropy_top20": (SYNC, "qwen3_vl_moe", []),
+    "vppo": (COLOCATE_ASYNC, "qwen3_vl", []),
     # PGPO with the weights through veRL's per-token loss multiplier (a loss mode not homogeneous in A).
-    "pgpo": ["actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov"],
+    "pgpo": (SYNC, "qwen3_5", ["actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov"]),
 }
 
 
 @pytest.fixture(scope="module", params=list(PRESETS))
-def preset_run(request, tmp_path_factory, tiny_model_dir, mixed_colour_data_dir):
+def preset_run(request, tmp_path_factory, tiny_model_dirs, mixed_colour_data_dir):
     name = request.param
+    mode, family, extra = PRESETS[name]
     out_dir = tmp_path_factory.mktemp(name)
-    overrides = [*SPREAD_REWARD, "trainer.total_training_steps=1", f"tor.method={name}", *PRESETS[name]]
-    returncode, metrics, log = _run_main_ppo(out_dir, overrides, tiny_model_dir, mixed_colour_data_dir, **TOR_CONFIG)
-    return {"name": name, "dir": out_dir, "returncode": returncode, "metrics": metrics, "log": log}
+    overrides = [
+        *SPREAD_REWARD,
+        "trainer.total_training_steps=1",
+        f"trainer.v1.trainer_mode={mode}",
+        f"tor.method={name}",
+        *extra,
+    ]
+    returncode, metrics, log = _run_main_ppo(
+        out_dir, overrides, tiny_model_dirs[family], mixed_colour_data_dir, **TOR_CONFIG
+    )
+    architecture = json.loads((Path(tiny_model_dirs[family]) / "config.json").read_text())["architectures"][0]
+    return {
+        "name": name,
+        "dir": out_dir,
+        "returncode": returncode,
+        "metrics": metrics,
+        "log": log,
+        "architecture": architecture,
+    }
 
 
 @pytest.mark.e2e
@@ -59,4 +84,7 @@ def test_each_preset_trains_one_step_with_its_own_weights(preset_run):
     # The resolved method is logged and recorded next to the checkpoints (no run.json outside the recipes).
     recorded = json.loads((Path(preset_run["dir"]) / "checkpoints" / "tor_method.json").read_text())
     assert recorded["method"] == name and f'"method": "{name}"' in preset_run["log"]
+    # The run was the mode and family it was meant to be (veRL prints its config and the model class it built).
+    assert f"'trainer_mode': '{PRESETS[name][0]}'" in preset_run["log"]
+    assert preset_run["architecture"] in preset_run["log"]
     assert recorded["weight_target"] == ("loss" if name == "pgpo" else "advantages")

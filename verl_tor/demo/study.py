@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import time
 
@@ -294,11 +295,30 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def finished_arm(run_dir: str, steps: int, inspected: bool) -> metrics.Records | None:
+    """The metrics of an arm an earlier run of the study finished in ``run_dir`` (all ``steps`` training steps and
+    the validation after the last, and the inspector's file for an inspected arm), else None."""
+    from verl_tor.inspect import INSPECT_FILE
+
+    records = metrics.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    name = metrics.val_metric_name(records)
+    finished = metrics.training_steps(records) == steps and name is not None and name in records.get(steps, {})
+    if inspected and not os.path.exists(os.path.join(run_dir, INSPECT_FILE)):
+        return None
+    return records if finished else None
+
+
 def run_study(
     settings: DemoSettings, seeds: list[int], out_dir: str, arms: tuple[Arm, ...], threshold: float = 0.8
 ) -> dict[str, str]:
     """Every arm for every seed into ``out_dir/seed_<s>/<arm>``, the baseline first; returns the paths of the
-    study's outputs."""
+    study's outputs.
+
+    An arm that an earlier run into the same ``out_dir`` finished (:func:`finished_arm`) is read, not run again, so
+    an interrupted study continues where it stopped and more seeds or methods can be added to a finished one; a
+    partly run arm is run again from scratch. Nothing else is compared: after changing other settings, use another
+    ``out_dir``.
+    """
     from verl_tor.inspect import INSPECT_FILE
 
     out_dir = os.path.abspath(out_dir)
@@ -307,14 +327,27 @@ def run_study(
     start = time.perf_counter()
     results: dict[str, dict[int, ArmResult]] = {arm.name: {} for arm in arms}
     wall: dict[str, list[float]] = {}
+    reused = 0
     for seed in seeds:
         seed_settings = dataclasses.replace(settings, seed=seed)
         seed_dir = os.path.join(out_dir, f"seed_{seed}")
         phases: dict[str, PhaseTime] = {}
-        model, data = prepare(seed_settings, seed_dir, env, phases)
+        finished = {
+            arm.name: finished_arm(os.path.join(seed_dir, arm.directory), settings.steps, arm.tor is not None)
+            for arm in arms
+        }
+        if any(records is None for records in finished.values()):
+            # The same seed gives the same data, model and warm start, so arms run now match arms read back.
+            model, data = prepare(seed_settings, seed_dir, env, phases)
         for arm in arms:
             inspect = arm.tor is not None
-            records, phases[arm.name] = run_arm(arm, seed_settings, model, data, seed_dir, env, inspect=inspect)
+            records = finished[arm.name]
+            if records is None:
+                shutil.rmtree(os.path.join(seed_dir, arm.directory), ignore_errors=True)
+                records, phases[arm.name] = run_arm(arm, seed_settings, model, data, seed_dir, env, inspect=inspect)
+            else:
+                reused += 1
+                print(f"seed {seed}, {arm.name}: finished by an earlier run of the study, read back", flush=True)
             picked = (
                 mechanism.mechanism_by_step(os.path.join(seed_dir, arm.directory, INSPECT_FILE)) if inspect else None
             )
@@ -324,7 +357,9 @@ def run_study(
     total = time.perf_counter() - start
     notes = [
         dataclasses.replace(settings, seed=seeds[0]).describe().replace(f"seed {seeds[0]}", f"seeds {seeds}"),
-        f"study wall time {total / 60:.0f} min on {os.cpu_count()} cores of {cpu_name()}; per run (mean, s): "
+        f"study wall time {total / 60:.0f} min on {os.cpu_count()} cores of {cpu_name()}"
+        + (f" ({reused} arm runs read back from an earlier run)" if reused else "")
+        + "; per run (mean, s): "
         + ", ".join(f"{phase} {statistics.fmean(values):.0f}" for phase, values in wall.items()),
         "runs are bit-identical on one machine; another CPU type or thread count gives other curves",
     ]
