@@ -118,7 +118,8 @@ def median_step_time(records: Records, excluding: Iterable[str] = ()) -> float:
     return statistics.median(times) if times else math.nan
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
+def format_value(value: float | None, digits: int = 2) -> str:
+    """A number with ``digits`` decimals; an em dash for None or NaN (a missing value in a table)."""
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -151,10 +152,10 @@ def summary_markdown(
         for name, records in arms.items():
             by_span = {(first, last): mean for first, last, mean in per_arm[name]}
             _, rewards = series(records, REWARD)
-            cells = [_fmt(by_span.get(span)) for span in spans]
+            cells = [format_value(by_span.get(span)) for span in spans]
             final = rewards[-1] if rewards else None
             peak = max(rewards) if rewards else None
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(final)} | {_fmt(peak)} |")
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {format_value(final)} | {format_value(peak)} |")
         lines.append("")
 
     # Held-out accuracy at every validation, and of each part of the answer at the last one.
@@ -182,7 +183,7 @@ def summary_markdown(
         seconds = median_step_time(records)
         baseline = seconds if baseline is None else baseline
         ratio = seconds / baseline if baseline and not math.isnan(baseline) else math.nan
-        lines.append(f"| {name} | {training_steps(records)} | {_fmt(seconds)} | {_fmt(ratio)} |")
+        lines.append(f"| {name} | {training_steps(records)} | {format_value(seconds)} | {format_value(ratio)} |")
 
     tor_lines = []
     for name, records in arms.items():
@@ -221,7 +222,7 @@ def mechanism_markdown(mechanism: dict[int, dict[str, float]], block: int, inspe
     ]
     for first, last, _ in spans:
         inside = [mechanism[s] for s in steps if first <= s <= last]
-        cells = [_fmt(statistics.fmean(row[key] for row in inside)) for key in MECHANISM_HEADERS]
+        cells = [format_value(statistics.fmean(row[key] for row in inside)) for key in MECHANISM_HEADERS]
         lines.append(f"| {first}–{last} | " + " | ".join(cells) + " |")
     covered = [row["samples"] / row["batch_samples"] for row in mechanism.values() if row["batch_samples"]]
     if covered and min(covered) < 1:

@@ -109,10 +109,6 @@ def _nanmean(values: list[float]) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def _fmt(value: float, digits: int = 2) -> str:
-    return "—" if math.isnan(value) else f"{value:.{digits}f}"
-
-
 def perception_blocks(by_seed: dict[int, ArmResult], key: str, block: int) -> tuple[float, float]:
     """Mean over seeds of ``key`` averaged over the first and the last ``block`` recorded steps of each seed."""
     first, last = [], []
@@ -172,6 +168,13 @@ def paired_rows(results: dict[str, dict[int, ArmResult]]) -> list[PairedRow]:
     return rows
 
 
+def _power_cell(value: float, infinite: str, finite) -> str:
+    """A power figure: a dash without one (one seed), ``infinite`` when there is none, else ``finite(value)``."""
+    if math.isnan(value):
+        return "—"
+    return infinite if math.isinf(value) else finite(value)
+
+
 def _verdict(row: PairedRow) -> str:
     if row.p_value < ALPHA:
         return f"differs from the baseline (p = {row.p_value:.3f} < {ALPHA:g})"
@@ -208,7 +211,9 @@ def study_markdown(
         perception = []
         for key in PERCEPTION_COLUMNS:
             first, last = perception_blocks(by_seed, key, block)
-            perception.append("—" if math.isnan(first) else f"{_fmt(first)} → {_fmt(last)}")
+            perception.append(
+                "—" if math.isnan(first) else f"{metrics.format_value(first)} → {metrics.format_value(last)}"
+            )
         lines.append(
             f"| {arm} | {_mean_sd(final)} | {', '.join(f'{value:.2f}' for value in final)} | "
             f"{reached}/{len(arm_seeds)} | {_mean_sd([by_seed[seed].seconds_per_step for seed in arm_seeds])} | "
@@ -228,21 +233,11 @@ def study_markdown(
             "|---|---|---|---|---|---|---|---|",
         ]
         for row in rows:
-            needed = (
-                "—"
-                if math.isnan(row.seeds_needed)
-                else ("∞" if math.isinf(row.seeds_needed) else f"{math.ceil(row.seeds_needed)}")
-            )
-            detectable = (
-                "—"
-                if math.isnan(row.detectable)
-                else (
-                    f"none below {MIN_TESTABLE_SEEDS} seeds" if math.isinf(row.detectable) else f"{row.detectable:.2f}"
-                )
-            )
+            needed = _power_cell(row.seeds_needed, "∞", lambda seeds: f"{math.ceil(seeds)}")
+            detectable = _power_cell(row.detectable, f"none below {MIN_TESTABLE_SEEDS} seeds", lambda d: f"{d:.2f}")
             lines.append(
                 f"| {row.arm} | {row.difference:+.2f} | [{row.low:+.2f}, {row.high:+.2f}] | {row.p_value:.3g} | "
-                f"{_fmt(row.sd)} | {needed} | {detectable} | {_verdict(row)} |"
+                f"{metrics.format_value(row.sd)} | {needed} | {detectable} | {_verdict(row)} |"
             )
     return "\n".join(lines) + "\n"
 
