@@ -58,12 +58,13 @@ smoke: install
 
 # Token-credit methods side by side on the demo's task (docs/demo.md, "The methods side by side"): one arm per
 # METHODS entry (grpo first: the baseline every arm is paired with; also reasoning_only, perception_only) for SEEDS
-# seeds, ≈ 3.3 min per seed and arm on 2 cores. Default 6 seeds: the fewest at which the paired sign-flip test can
-# give p < 0.05 at all (≈ 100 min for the five methods). outputs/study/<timestamp>/study.md, .png, .json.
+# seeds, 3–5 min per seed and arm on 2 cores. Default 6 seeds: the fewest at which the paired sign-flip test can
+# give p < 0.05 at all (1.5–2.5 hours for the five methods). outputs/study/<timestamp>/study.md, .png, .json; OUT=dir
+# continues a study in dir (arms it finished are read back: more SEEDS or METHODS add only the missing runs).
 METHODS ?= grpo,tor,vppo,pgpo,entropy_top20
 SEEDS ?= 6
 study: install
-	$(PY) -m verl_tor.demo.study --methods $(METHODS) --seeds $(SEEDS) $(if $(FIRST_SEED),--first-seed $(FIRST_SEED)) $(if $(STEPS),--steps $(STEPS))
+	$(PY) -m verl_tor.demo.study --methods $(METHODS) --seeds $(SEEDS) $(if $(STEPS),--steps $(STEPS)) $(if $(OUT),--out $(OUT))
 
 # Every recipe in recipes/ end to end with SMOKE=1 (one CPU step each, ~2 min per run; `make test` runs one),
 # except the separate_async one: veRL 0.9.1 syncs its rollout pool through a GPU checkpoint engine (nccl; it refuses
