@@ -62,6 +62,19 @@ def tiny_model_dirs(tmp_path_factory, tiny_model_dir) -> Mapping[str, str]:
 
 
 @pytest.fixture(scope="session")
+def processors(tiny_model_dirs) -> Mapping[str, object]:
+    """veRL's ``hf_processor`` of each family's tiny model (``processors["qwen3_vl"]``), loaded on first use."""
+    from verl.utils import hf_processor
+
+    class Processors(dict):
+        def __missing__(self, family: str):
+            self[family] = hf_processor(tiny_model_dirs[family])
+            return self[family]
+
+    return Processors()
+
+
+@pytest.fixture(scope="session")
 def colour_data_dir(tmp_path_factory) -> str:
     """Folder with train.parquet (32 rows) and val.parquet (8 rows) of the synthetic colour task, images only."""
     from verl_tor.testing.synthetic_data import write_dataset

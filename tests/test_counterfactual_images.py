@@ -24,18 +24,6 @@ PIXEL_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
 SEED, STEP = 11, 3
 
 
-@pytest.fixture(scope="module")
-def processors(tiny_model_dirs):
-    from verl.utils import hf_processor
-
-    class Processors(dict):
-        def __missing__(self, family):
-            self[family] = hf_processor(tiny_model_dirs[family])
-            return self[family]
-
-    return Processors()
-
-
 def _picture(processor, seed=0) -> np.ndarray:
     """A random picture already at a size the processor keeps (3 x 2 merge windows): no resize to undo."""
     merged = processor.image_processor.patch_size * processor.image_processor.merge_size

@@ -36,19 +36,6 @@ def _image(rgb, size=56):
     return Image.new("RGB", (size, size), rgb)
 
 
-@pytest.fixture(scope="module")
-def processors(tiny_model_dirs):
-    """veRL's ``hf_processor`` of each family's tiny model, loaded on first use."""
-    from verl.utils import hf_processor
-
-    class Processors(dict):
-        def __missing__(self, family):
-            self[family] = hf_processor(tiny_model_dirs[family])
-            return self[family]
-
-    return Processors()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The builder.
 # ---------------------------------------------------------------------------------------------------------------
