@@ -32,15 +32,6 @@ import numpy as np
 from verl_tor.demo.task import COLOUR, token_labels
 from verl_tor.methods.config import TokenCreditConfig
 
-METRICS = (
-    "perception_precision",
-    "perception_recall",
-    "perception_auc",
-    "reasoning_uncertain_share",
-    "reasoning_colour_share",
-    "image_share",
-    "uncertain_share",
-)
 PERCEPTION_SETS = ("perception", "both")
 REASONING_SETS = ("reasoning", "both")
 
